@@ -1,0 +1,1 @@
+"""Benchmarks of the trainer side (``python -m edgemeta.benchmarks.<name>``)."""

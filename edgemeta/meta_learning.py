@@ -1,0 +1,444 @@
+"""Meta-SGD, MAML (first and second order), Reptile and the fine-tuning baseline, written functionally.
+
+Everything adapts parameters *as tensors*: the adapted part of the model (the
+head by default, what the device adapts) is called with
+``torch.func.functional_call`` on a dict of tensors, and every inner step is
+the runtime's :func:`~edgemeta.runtime.update_rule.sgd_update`,
+``θ' = θ − λ ⊙ ∇L``, written once for all methods and the device: Meta-SGD's
+λ is a learned tensor per parameter, MAML's, Reptile's and fine-tuning's a
+single float. No module is ever copied.
+
+The body runs **once** per set of clips (:func:`encode_clips`): the inner
+loop only re-runs the adapted part, and the body's outputs stay in the graph,
+so the outer loss reaches the body through its features.
+
+Names: inside this module, parameters are keyed as the adapted module names
+them (``scale``, ``output.weight`` for the head); checkpoints, bundles and
+:func:`adapt_head` use full model names (``head.scale``), converted by
+:attr:`AdaptedPart.prefix`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.nn import functional as F
+
+from edgemeta.batching import pad_audio, pad_targets
+from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint
+from edgemeta.corpus import Utterance
+from edgemeta.ctc_loss import ctc_loss
+from edgemeta.model import HEAD_PREFIX, SpeechRecognizer
+from edgemeta.runtime.ctc_decode import greedy_decode_batch
+from edgemeta.runtime.metrics import ErrorCounts, score
+from edgemeta.runtime.update_rule import Rates, sgd_update
+from edgemeta.speaker_tasks import Episode
+
+Params = dict[str, torch.Tensor]
+METHODS = ("meta-sgd", "maml", "fomaml", "reptile", "finetune")
+SCOPES = ("head", "gru+head")
+FINETUNE_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+@dataclass
+class AlgorithmConfig:
+    """What the inner loop does and how the outer loop sees it.
+
+    ``inner_rate``: MAML/FOMAML/Reptile's fixed α, and Meta-SGD's initial λ
+    (every element of every λ tensor starts there). ``first_order`` applies to
+    Meta-SGD (``maml``/``fomaml`` fix it by name). ``scope``: ``head`` (what
+    the device adapts) or ``gru+head`` (ablation: the last GRU adapts too).
+    """
+
+    method: str = "meta-sgd"
+    inner_steps: int = 3
+    inner_rate: float = 0.01
+    first_order: bool = False
+    rate_parameterisation: str = "log"
+    scope: str = "head"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {self.scope!r}")
+        if self.rate_parameterisation not in ("log", "softplus"):
+            raise ValueError(f"rate_parameterisation must be 'log' or 'softplus', got {self.rate_parameterisation!r}")
+
+    @property
+    def second_order(self) -> bool:
+        """Whether the inner gradients are differentiated (exact MAML / Meta-SGD)."""
+        return self.method == "maml" or (self.method == "meta-sgd" and not self.first_order)
+
+
+class LearnedRates(nn.Module):
+    """Meta-SGD's per-parameter rates λ, kept positive: ``λ = exp(ρ)`` (``log``) or ``softplus(ρ)``.
+
+    Initialised to ``init`` everywhere. With the ``log`` parameterisation an
+    Adam step moves every ``log λ`` by about the optimiser's learning rate,
+    whatever the gradient's size, so λ can change by a factor ``e`` only after
+    ``1 / lr`` steps: give λ a larger outer learning rate than the weights.
+    """
+
+    def __init__(self, shapes: Mapping[str, torch.Size], init: float, parameterisation: str = "log", dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        if init <= 0:
+            raise ValueError(f"initial learning rate must be positive, got {init}")
+        self.names = list(shapes)
+        self.parameterisation = parameterisation
+        raw = math.log(init) if parameterisation == "log" else math.log(math.expm1(init))
+        self.raw = nn.ParameterList(nn.Parameter(torch.full(tuple(shape), raw, dtype=dtype)) for shape in shapes.values())
+
+    def forward(self) -> Params:
+        """The positive rates, keyed like the parameters they scale."""
+        positive = torch.exp if self.parameterisation == "log" else F.softplus
+        return {name: positive(raw) for name, raw in zip(self.names, self.raw)}
+
+
+class _GruAndHead(nn.Module):
+    """The last GRU and the head as one module (the ``gru+head`` ablation); shares the model's parameters."""
+
+    def __init__(self, model: SpeechRecognizer) -> None:
+        super().__init__()
+        self.gru = model.gru
+        self.head = model.head
+        self.bidirectional = model.config.bidirectional
+
+    def forward(self, x: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+        if self.bidirectional:
+            packed = nn.utils.rnn.pack_padded_sequence(x, frame_lengths.cpu(), batch_first=True, enforce_sorted=False)
+            return self.head(nn.utils.rnn.pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=x.shape[1])[0])
+        return self.head(self.gru(x)[0])
+
+
+class AdaptedPart:
+    """The part of a model the inner loop adapts, and the frozen-per-episode part that feeds it.
+
+    ``head``: the body is :meth:`SpeechRecognizer.body`. ``gru+head``: the
+    body stops before the GRU (the layers below it are the model's, in the
+    same order as :meth:`SpeechRecognizer.encode`).
+    """
+
+    def __init__(self, model: SpeechRecognizer, scope: str = "head") -> None:
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+        self.model, self.scope = model, scope
+        self.module: nn.Module = model.head if scope == "head" else _GruAndHead(model)
+        self.prefix = HEAD_PREFIX if scope == "head" else ""
+
+    def params(self) -> Params:
+        """The adapted part's live parameters (the outer loop's head init), keyed by module names."""
+        return dict(self.module.named_parameters())
+
+    def body(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Inputs of the adapted part, ``[batch, frames, channels]``."""
+        if self.scope == "head":
+            return self.model.body(waveforms, lengths)
+        x = F.gelu(self.model.subsample(self.model.frontend(waveforms))).transpose(1, 2)
+        for block in self.model.blocks:
+            x = block(x)
+        return x
+
+    def logits(self, params: Mapping[str, torch.Tensor], batch: "ClipBatch") -> torch.Tensor:
+        """Logits of ``batch`` with the adapted part's parameters replaced by ``params``."""
+        args = (batch.features,) if self.scope == "head" else (batch.features, batch.frame_lengths)
+        return functional_call(self.module, dict(params), args)
+
+    def full_names(self, params: Mapping[str, torch.Tensor]) -> Params:
+        """``params`` keyed by full model names (``head.scale``)."""
+        return {self.prefix + name: value for name, value in params.items()}
+
+    def module_names(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Full-name ``params`` keyed as the adapted module names them."""
+        return {name.removeprefix(self.prefix): value for name, value in params.items()}
+
+
+@dataclass
+class ClipBatch:
+    """Clips through the body: padded features, their frame counts and padded CTC targets."""
+
+    features: torch.Tensor
+    frame_lengths: torch.Tensor
+    targets: torch.Tensor
+    target_lengths: torch.Tensor
+    texts: list[str]
+
+    def rows(self, rows: list[int]) -> "ClipBatch":
+        """A sub-batch (trimmed to its own longest clip); differentiable with respect to the features."""
+        index = torch.tensor(rows, dtype=torch.long, device=self.features.device)
+        frames = int(self.frame_lengths[index].max())
+        labels = int(self.target_lengths[index].max())
+        return ClipBatch(
+            self.features[index, :frames], self.frame_lengths[index], self.targets[index, :labels],
+            self.target_lengths[index], [self.texts[i] for i in rows],
+        )
+
+
+def encode_clips(
+    part: AdaptedPart,
+    utterances: list[Utterance],
+    cache: dict[str, torch.Tensor] | None = None,
+    max_batch_samples: int = 16000 * 160,
+) -> ClipBatch:
+    """Run the body once over all ``utterances`` (length-sorted chunks of at most ``max_batch_samples``, padding included).
+
+    Gradients flow into the body when grad mode is on. Row ``i`` of the result
+    is ``utterances[i]``. With a ``cache`` (for a frozen body, used without
+    gradient), features are kept per :attr:`Utterance.source` and the body only
+    runs on clips not seen before.
+    """
+    pieces: dict[int, torch.Tensor] = {}
+    if cache is not None:
+        pieces = {i: cache[u.source] for i, u in enumerate(utterances) if u.source in cache}
+    todo = sorted((i for i in range(len(utterances)) if i not in pieces), key=lambda i: len(utterances[i].audio))
+    chunks, current = [], []
+    for i in todo:
+        if current and len(utterances[i].audio) * (len(current) + 1) > max_batch_samples:
+            chunks.append(current)
+            current = []
+        current.append(i)
+    if current:
+        chunks.append(current)
+    reference = next(part.model.parameters())
+    for chunk in chunks:
+        waveforms, lengths = pad_audio([utterances[i].audio for i in chunk])
+        features = part.body(waveforms.to(reference), lengths.to(reference.device))
+        frames = part.model.frame_lengths(lengths).clamp_max(features.shape[1]).tolist()
+        for row, i in enumerate(chunk):
+            pieces[i] = features[row, : frames[row]]
+            if cache is not None:
+                cache[utterances[i].source] = pieces[i].clone()
+    frame_lengths = torch.tensor([len(pieces[i]) for i in range(len(utterances))], dtype=torch.long)
+    features = nn.utils.rnn.pad_sequence([pieces[i] for i in range(len(utterances))], batch_first=True)
+    texts = [u.text for u in utterances]
+    flat, target_lengths = pad_targets(texts)
+    targets = torch.zeros(len(texts), max(1, int(target_lengths.max())), dtype=torch.long)
+    offsets = torch.cumsum(target_lengths, 0) - target_lengths
+    for row, (start, length) in enumerate(zip(offsets.tolist(), target_lengths.tolist())):
+        targets[row, :length] = flat[start : start + length]
+    device = features.device
+    return ClipBatch(features, frame_lengths.to(device), targets.to(device), target_lengths.to(device), texts)
+
+
+def task_loss(part: AdaptedPart, params: Mapping[str, torch.Tensor], batch: ClipBatch, twice_differentiable: bool = False) -> torch.Tensor:
+    """Mean CTC loss of ``batch`` under ``params`` (the torch-ops CTC when a second derivative is needed)."""
+    log_probs = F.log_softmax(part.logits(params, batch), dim=-1)
+    if twice_differentiable:
+        return ctc_loss(log_probs, batch.targets, batch.frame_lengths, batch.target_lengths)
+    return F.ctc_loss(log_probs.transpose(0, 1), batch.targets, batch.frame_lengths, batch.target_lengths, zero_infinity=True)
+
+
+def inner_loop(
+    part: AdaptedPart,
+    params: Mapping[str, torch.Tensor],
+    rates: Rates | float,
+    support: ClipBatch,
+    steps: int,
+    second_order: bool = False,
+) -> Params:
+    """``steps`` updates ``θ ← θ − λ ⊙ ∇L_support(θ)`` from ``params``; returns the adapted tensors.
+
+    With ``second_order`` the gradients are themselves differentiable
+    (``create_graph``), so an outer loss reaches ``params``, ``rates`` and the
+    support features exactly; otherwise the gradients are constants (first
+    order) and only the update's own dependence on ``params`` and ``rates``
+    is differentiated.
+    """
+    params = dict(params)
+    if isinstance(rates, float | int):
+        rates = {name: float(rates) for name in params}
+    for _ in range(steps):
+        loss = task_loss(part, params, support, twice_differentiable=second_order)
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=second_order)
+        params = sgd_update(params, dict(zip(params, grads)), rates)
+    return params
+
+
+def _adaptable(params: Mapping[str, torch.Tensor]) -> Params:
+    """Parameters the inner loop can differentiate even when they are frozen leaves (evaluation)."""
+    return {name: p if p.requires_grad else p.detach().requires_grad_() for name, p in params.items()}
+
+
+def query_loss_after_adaptation(
+    part: AdaptedPart, rates: Rates | float, support: ClipBatch, query: ClipBatch, config: AlgorithmConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The Meta-SGD / MAML objective of one episode: query loss after ``inner_steps`` steps on the support set.
+
+    Returns the differentiable loss and numbers to log (support loss before
+    and after adaptation, query loss).
+    """
+    params = part.params()
+    adapted = inner_loop(part, params, rates, support, config.inner_steps, config.second_order)
+    loss = task_loss(part, adapted, query)
+    with torch.no_grad():
+        stats = {
+            "support_before": task_loss(part, params, support).item(),
+            "support_after": task_loss(part, adapted, support).item(),
+            "query_after": loss.item(),
+        }
+    return loss, stats
+
+
+def reptile_direction(part: AdaptedPart, rate: float, clips: ClipBatch, steps: int) -> tuple[Params, dict[str, float]]:
+    """``θ − θ'`` after ``steps`` first-order steps on ``clips`` (Reptile's update is ``θ ← θ − β (θ − θ')``) and the losses before/after."""
+    params = {n: p.detach() for n, p in part.params().items()}
+    adapted = {n: p.detach() for n, p in inner_loop(part, _adaptable(params), rate, clips, steps).items()}
+    with torch.no_grad():
+        stats = {"support_before": task_loss(part, params, clips).item(), "support_after": task_loss(part, adapted, clips).item()}
+    return {name: params[name] - adapted[name] for name in params}, stats
+
+
+@torch.no_grad()
+def decode(part: AdaptedPart, params: Mapping[str, torch.Tensor], batch: ClipBatch) -> list[str]:
+    """Greedy transcripts of ``batch`` with the adapted part's parameters ``params``."""
+    log_probs = F.log_softmax(part.logits(params, batch), dim=-1)
+    return greedy_decode_batch(log_probs.float().cpu().numpy(), batch.frame_lengths.cpu().numpy())
+
+
+@dataclass
+class AdaptationScore:
+    """Errors on one episode's query clips before (k=0) and after adapting on its support clips."""
+
+    task: str
+    before: ErrorCounts
+    after: ErrorCounts
+
+
+def pooled_cer(counts: list[ErrorCounts]) -> float:
+    """Σ character edits / Σ reference characters."""
+    return sum(c.char_edits for c in counts) / max(1, sum(c.chars for c in counts))
+
+
+def score_adaptation(
+    part: AdaptedPart, episodes: list[Episode], batches: list[EpisodeBatch], rates: Rates | float, steps: int
+) -> list[AdaptationScore]:
+    """Adapt on each episode's support batch (first order, no graph kept) and score its query clips."""
+    params = {n: p.detach() for n, p in part.params().items()}
+    scores = []
+    for episode, batch in zip(episodes, batches):
+        with torch.enable_grad():
+            adapted = {n: p.detach() for n, p in inner_loop(part, _adaptable(params), rates, batch.support, steps).items()}
+        references = [u.text for u in episode.query]
+        before = score(references, decode(part, params, batch.query))
+        scores.append(AdaptationScore(episode.task, before, score(references, decode(part, adapted, batch.query))))
+    return scores
+
+
+@dataclass
+class EpisodeBatch:
+    """One episode's clips through the body: its support, its query and (when encoded together) both, support first."""
+
+    support: ClipBatch
+    query: ClipBatch
+    clips: ClipBatch | None
+
+
+def encode_episodes(
+    part: AdaptedPart, episodes: list[Episode], cache: dict[str, torch.Tensor] | None = None, support_gradient: bool = True
+) -> list[EpisodeBatch]:
+    """Each episode's batches, the body run once over all the episodes' clips together.
+
+    ``support_gradient=False`` (first-order methods: their outer loss never
+    reaches the body through support features) runs the support clips
+    without a graph, in a second call, which saves their share of the body's
+    backward pass; ``clips`` is then ``None``.
+    """
+    if support_gradient or not torch.is_grad_enabled():
+        batch = encode_clips(part, [u for e in episodes for u in e.support + e.query], cache)
+        out, start = [], 0
+        for episode in episodes:
+            k, q = len(episode.support), len(episode.query)
+            support, query = list(range(start, start + k)), list(range(start + k, start + k + q))
+            out.append(EpisodeBatch(batch.rows(support), batch.rows(query), batch.rows(support + query)))
+            start += k + q
+        return out
+    with torch.no_grad():
+        support_batch = encode_clips(part, [u for e in episodes for u in e.support], cache)
+    query_batch = encode_clips(part, [u for e in episodes for u in e.query], cache)
+    out, s, q = [], 0, 0
+    for episode in episodes:
+        out.append(EpisodeBatch(support_batch.rows(list(range(s, s + len(episode.support)))),
+                                query_batch.rows(list(range(q, q + len(episode.query)))), None))
+        s, q = s + len(episode.support), q + len(episode.query)
+    return out
+
+
+def select_scalar_rate(
+    part: AdaptedPart, episodes: list[Episode], steps: int, grid: tuple[float, ...] = FINETUNE_GRID
+) -> tuple[float, dict[float, float]]:
+    """The fine-tuning baseline's rate: the grid value with the lowest pooled query CER after ``steps`` steps.
+
+    Ties go to the smaller rate. Returns the rate and the CER of every grid value.
+    """
+    with torch.no_grad():
+        batches = encode_episodes(part, episodes)
+    table = {rate: pooled_cer([s.after for s in score_adaptation(part, episodes, batches, rate, steps)]) for rate in grid}
+    return min(grid, key=lambda rate: (table[rate], rate)), table
+
+
+def _checkpoint_rates(checkpoint: Mapping[str, Any]) -> Rates | float:
+    if checkpoint.get("rates"):
+        return dict(checkpoint["rates"])
+    if checkpoint.get("scalar_rate") is not None:
+        return float(checkpoint["scalar_rate"])
+    raise ValueError(f"checkpoint of method {checkpoint.get('method')!r} has neither per-parameter rates nor a scalar rate")
+
+
+def adapt_head(
+    model_or_checkpoint: SpeechRecognizer | Mapping[str, Any] | str | Path,
+    support: list[Utterance],
+    steps: int | None = None,
+    rates: Rates | float | None = None,
+) -> Params:
+    """Adapt on a user's ``support`` clips as the device does: ``steps`` updates ``θ' = θ − λ ⊙ ∇L`` from the stored head.
+
+    ``model_or_checkpoint``: a model (then ``steps`` and ``rates`` are
+    required), a checkpoint dict or its path (they default to the
+    checkpoint's ``inner_steps`` and its ``rates`` or ``scalar_rate``).
+    ``rates``: a float, or tensors keyed by full names (``head.scale``).
+    Returns the adapted parameters keyed by full names, detached; run the model
+    with them through ``torch.func.functional_call(model, adapted, ...)`` or
+    :func:`transcribe`. The body is run once, without gradient.
+    """
+    scope = "head"
+    if isinstance(model_or_checkpoint, SpeechRecognizer):
+        model = model_or_checkpoint
+        if steps is None or rates is None:
+            raise ValueError("adapt_head on a bare model needs steps and rates")
+    else:
+        checkpoint = model_or_checkpoint if isinstance(model_or_checkpoint, Mapping) else load_checkpoint(model_or_checkpoint)
+        model = model_from_checkpoint(checkpoint)
+        scope = checkpoint.get("provenance", {}).get("scope", "head")
+        steps = checkpoint["inner_steps"] if steps is None else steps
+        rates = _checkpoint_rates(checkpoint) if rates is None else rates
+    part = AdaptedPart(model.eval(), scope)
+    params = {n: p.detach() for n, p in part.params().items()}
+    if not support or steps == 0:
+        return part.full_names(params)
+    module_rates = rates if isinstance(rates, float | int) else part.module_names(rates)
+    with torch.no_grad():
+        batch = encode_clips(part, support)
+    adapted = inner_loop(part, _adaptable(params), module_rates, batch, steps)
+    return part.full_names({n: p.detach() for n, p in adapted.items()})
+
+
+@torch.no_grad()
+def transcribe(model: SpeechRecognizer, utterances: list[Utterance], params: Mapping[str, torch.Tensor] | None = None) -> list[str]:
+    """Greedy transcripts with some parameters (full names, e.g. :func:`adapt_head`'s output) replaced."""
+    model.eval()
+    reference = next(model.parameters())
+    order = np.argsort([len(u.audio) for u in utterances])
+    results: dict[int, str] = {}
+    for start in range(0, len(order), 16):
+        chunk = [int(i) for i in order[start : start + 16]]
+        waveforms, lengths = pad_audio([utterances[i].audio for i in chunk])
+        log_probs = functional_call(model, dict(params or {}), (waveforms.to(reference), lengths.to(reference.device)))
+        results.update(zip(chunk, greedy_decode_batch(log_probs.float().cpu().numpy(), model.frame_lengths(lengths).numpy())))
+    return [results[i] for i in range(len(utterances))]

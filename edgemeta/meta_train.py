@@ -1,0 +1,538 @@
+"""Meta-training: learn a body, a head init and (Meta-SGD) per-parameter rates that adapt well in S steps.
+
+One meta-step: draw a meta-batch of episodes (one speaker each; reproducible
+from the seed and the step), run the body **once** on all of their support and
+query clips, adapt the head on each support set with the inner loop of
+:mod:`edgemeta.meta_learning`, and take one outer AdamW step on the mean query
+loss after adaptation (body, head init and λ). Reptile instead moves the head
+init toward the adapted heads with plain SGD of step β. ``finetune`` trains
+nothing: it picks the baseline's scalar rate on the dev speakers;
+``ctc-control`` is control (1) of DESIGN.md: the same loop, data and budget
+with plain CTC on the episodes' clips, then the same rate selection.
+
+Validation is the CER on held-out (dev) speakers' scored clips after adapting
+on k of their other clips, next to the CER without adaptation (k=0).
+Checkpoints (``last.pt``, ``best.pt`` by adapted dev CER) are atomic and hold
+everything a resume needs; a resumed run continues exactly as an
+uninterrupted one would. Under ``torchrun`` every rank takes its share of each
+meta-batch's episodes and the meta-gradients are summed across ranks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from edgemeta.batching import ctc_min_frames
+from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint, new_checkpoint, save_checkpoint
+from edgemeta.corpus import load_corpus
+from edgemeta.meta_learning import (
+    FINETUNE_GRID,
+    AdaptedPart,
+    AlgorithmConfig,
+    LearnedRates,
+    adapt_head,
+    encode_episodes,
+    pooled_cer,
+    query_loss_after_adaptation,
+    reptile_direction,
+    score_adaptation,
+    select_scalar_rate,
+    task_loss,
+)
+from edgemeta.model import SpeechRecognizer
+from edgemeta.speaker_tasks import Episode, EpisodeSampler, Task, speaker_tasks, split_speakers
+from edgemeta.splits import shared_corpus
+
+__all__ = ["MetaTrainConfig", "meta_train", "adapt_head", "load_tasks", "add_parser"]
+
+log = logging.getLogger(__name__)
+SPEECHOCEAN = "speechocean762-train"
+TRAIN_METHODS = ("meta-sgd", "maml", "fomaml", "reptile", "finetune", "ctc-control")
+WORSE_MARGIN = 0.01
+
+
+@dataclass
+class MetaTrainConfig:
+    """A meta-training run; saved in its checkpoints' provenance.
+
+    ``inner_rate`` is MAML/FOMAML/Reptile's fixed α and Meta-SGD's initial λ.
+    ``outer_lr`` is AdamW's rate for the body and head init, ``rate_lr`` for
+    Meta-SGD's ``log λ`` (or softplus pre-image): with the log
+    parameterisation each step moves ``log λ`` by at most about ``rate_lr``.
+    ``freeze_body`` keeps the body fixed (only head init and λ learn) and caches
+    its features, many times more meta-steps per minute.
+    """
+
+    init: str = ""
+    out: str = "runs/meta-sgd"
+    method: str = "meta-sgd"
+    manifests: list[str] = field(default_factory=list)
+    speechocean: bool = True
+    minutes: float = 15.0
+    max_steps: int | None = None
+    inner_steps: int = 3
+    inner_rate: float = 0.01
+    first_order: bool = False
+    rate_parameterisation: str = "log"
+    scope: str = "head"
+    k: int = 5
+    query: int = 5
+    meta_batch: int = 4
+    condition_rate: float = 0.0
+    outer_lr: float = 3e-4
+    rate_lr: float = 3e-2
+    weight_decay: float = 0.01
+    clip_norm: float = 5.0
+    reptile_step: float = 0.5
+    freeze_body: bool = False
+    val_k: int = 5
+    val_scored: int = 10
+    val_every_minutes: float = 2.0
+    checkpoint_every_minutes: float = 1.0
+    log_every: int = 5
+    seed: int = 0
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.method not in TRAIN_METHODS:
+            raise ValueError(f"method must be one of {', '.join(TRAIN_METHODS)}, got {self.method!r}")
+        if self.k < 1 or self.query < 1 or self.meta_batch < 1 or self.inner_steps < 0:
+            raise ValueError("k, query and meta_batch must be >= 1 and inner_steps >= 0")
+
+    def algorithm(self) -> AlgorithmConfig:
+        """The inner-loop settings (``ctc-control`` and ``finetune`` adapt as fine-tuning does)."""
+        method = "finetune" if self.method == "ctc-control" else self.method
+        return AlgorithmConfig(method, self.inner_steps, self.inner_rate, self.first_order, self.rate_parameterisation, self.scope)
+
+    @property
+    def trains_body(self) -> bool:
+        return not self.freeze_body and self.method not in ("reptile", "finetune")
+
+
+@dataclass
+class Ranks:
+    """This process's place in a ``torch.distributed`` job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def from_environment(cls) -> "Ranks":
+        """Join the process group ``torchrun`` describes (gloo on CPU, nccl on GPU), if any."""
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else cls()
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def sum_(self, tensors: list[torch.Tensor]) -> None:
+        """Sum tensors across ranks in place (one flat all-reduce)."""
+        if self.world == 1:
+            return
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        dist.all_reduce(flat)
+        offset = 0
+        for t in tensors:
+            t.copy_(flat[offset : offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+    def max(self, value: float) -> float:
+        """The largest ``value`` over ranks, so that time-based decisions agree."""
+        if self.world == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return float(tensor)
+
+
+def load_tasks(config: MetaTrainConfig) -> tuple[list[Task], list[Task], list[str]]:
+    """Training and dev tasks (dev = the split file's held-out speakers) and the data sources used."""
+    utterances, sources = [], []
+    for manifest in config.manifests:
+        utterances += load_corpus(manifest)
+        sources.append(str(manifest))
+    speechocean = shared_corpus(SPEECHOCEAN) if config.speechocean else None
+    if speechocean is not None:
+        utterances += load_corpus(speechocean)
+        sources.append(str(speechocean))
+    train, dev = split_speakers(utterances)
+    return speaker_tasks(train, config.k + config.query), speaker_tasks(dev, config.val_k + config.val_scored), sources
+
+
+def _learning_rate_factor(config: MetaTrainConfig, step: int, elapsed: float) -> float:
+    """Cosine from 1 to 0.1 over the budget (steps when ``max_steps`` is set, else wall time)."""
+    progress = step / config.max_steps if config.max_steps else elapsed / (config.minutes * 60)
+    return 0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class MetaTrainer:
+    """One run's model, rates, optimizer and samplers; :meth:`step` is one meta-step."""
+
+    def __init__(self, config: MetaTrainConfig, model: SpeechRecognizer, train_tasks: list[Task], dev_tasks: list[Task], ranks: Ranks) -> None:
+        self.config, self.model, self.ranks = config, model, ranks
+        self.algorithm = config.algorithm()
+        self.part = AdaptedPart(model, config.scope)
+        self.sampler = EpisodeSampler(train_tasks, config.k, config.query, config.seed, config.condition_rate)
+        self.dev_episodes = EpisodeSampler(dev_tasks, config.val_k, config.val_scored, config.seed).fixed_episodes() if dev_tasks else []
+        adapted = list(self.part.params().values())
+        adapted_ids = {id(p) for p in adapted}
+        body = [p for p in model.parameters() if id(p) not in adapted_ids]
+        for param in model.parameters():
+            param.requires_grad_(id(param) in adapted_ids or config.trains_body)
+        self.rates: LearnedRates | None = None
+        if config.method == "meta-sgd":
+            shapes = {name: p.shape for name, p in self.part.params().items()}
+            self.rates = LearnedRates(shapes, config.inner_rate, config.rate_parameterisation, adapted[0].dtype)
+        # A frozen body's features never change: compute each clean clip's once.
+        self.cache: dict[str, torch.Tensor] | None = {} if not config.trains_body and config.condition_rate == 0 else None
+        if config.method == "reptile":
+            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(adapted, lr=config.reptile_step)
+        else:
+            groups = [{"params": adapted + (body if config.trains_body else []), "lr": config.outer_lr}]
+            if self.rates is not None:
+                groups.append({"params": list(self.rates.parameters()), "lr": config.rate_lr, "weight_decay": 0.0})
+            self.optimizer = torch.optim.AdamW(groups, lr=config.outer_lr, weight_decay=config.weight_decay)
+        self.base_lrs = [group["lr"] for group in self.optimizer.param_groups]
+        self.trainable = [p for group in self.optimizer.param_groups for p in group["params"]]
+
+    def step(self, step: int, elapsed: float) -> dict[str, float]:
+        """One meta-step on this rank's share of meta-batch ``step``, the meta-gradients summed over ranks."""
+        config = self.config
+        for param in self.trainable:
+            param.grad = torch.zeros_like(param)
+        episodes = self.sampler.meta_batch(step, config.meta_batch)[self.ranks.rank :: self.ranks.world]
+        totals = torch.tensor(self._accumulate_gradients(episodes) if episodes else [0.0, 0.0, 0.0], dtype=torch.float64)
+        self.ranks.sum_([p.grad for p in self.trainable] + [totals])
+        grad_norm = float("nan")
+        if config.method != "reptile":
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, config.clip_norm))
+        factor = _learning_rate_factor(config, step, elapsed)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
+        self.optimizer.step()
+        loss, before, after = totals.tolist()
+        return {"loss": loss, "support_before": before, "support_after": after, "grad_norm": grad_norm, "lr_factor": factor}
+
+    def _accumulate_gradients(self, episodes: list[Episode]) -> list[float]:
+        """Add this rank's share of the meta-gradient (episodes weighted ``1 / meta_batch``) to ``.grad``.
+
+        Returns the weighted query loss and support losses before/after adaptation.
+        """
+        config, weight = self.config, 1.0 / self.config.meta_batch
+        with torch.set_grad_enabled(config.trains_body):
+            support_gradient = self.algorithm.second_order or config.method == "ctc-control"
+            batches = encode_episodes(self.part, episodes, self.cache, support_gradient)
+        params = self.part.params()
+        if config.method == "reptile":
+            before = after = 0.0
+            for batch in batches:
+                direction, stats = reptile_direction(self.part, config.inner_rate, batch.clips, config.inner_steps)
+                for name, value in direction.items():
+                    params[name].grad.add_(value, alpha=weight)
+                before, after = before + weight * stats["support_before"], after + weight * stats["support_after"]
+            return [after, before, after]
+        if config.method == "ctc-control":
+            loss = weight * sum(task_loss(self.part, params, batch.clips) for batch in batches)
+            loss.backward()
+            return [loss.item()] * 3
+        rates = self.rates() if self.rates is not None else config.inner_rate
+        loss, before, after = 0.0, 0.0, 0.0
+        for batch in batches:
+            episode_loss, stats = query_loss_after_adaptation(self.part, rates, batch.support, batch.query, self.algorithm)
+            loss = loss + weight * episode_loss
+            before, after = before + weight * stats["support_before"], after + weight * stats["support_after"]
+        loss.backward()
+        return [loss.item(), before, after]
+
+    def current_rates(self) -> dict[str, torch.Tensor] | float:
+        """Rates to adapt with now, detached: λ keyed by module names, or the scalar α."""
+        if self.rates is None:
+            return self.config.inner_rate
+        with torch.no_grad():
+            return {name: rate.detach().clone() for name, rate in self.rates().items()}
+
+    def validate(self) -> dict[str, float]:
+        """Dev CER without adaptation (k=0) and after ``inner_steps`` steps on ``val_k`` clips; share of speakers made worse."""
+        with torch.no_grad():
+            batches = encode_episodes(self.part, self.dev_episodes)
+        scores = score_adaptation(self.part, self.dev_episodes, batches, self.current_rates(), self.config.inner_steps)
+        worse = sum(s.after.cer > s.before.cer + WORSE_MARGIN for s in scores) / len(scores)
+        return {"dev_cer_k0": pooled_cer([s.before for s in scores]), "dev_cer": pooled_cer([s.after for s in scores]), "dev_worse": worse}
+
+    def rate_summary(self) -> dict[str, list[float]]:
+        """``[min, median, max]`` of λ per head tensor (full names); empty for scalar-rate methods."""
+        rates = self.current_rates()
+        if not isinstance(rates, dict):
+            return {}
+        return {self.part.prefix + n: [float(f"{float(v):.4g}") for v in (r.min(), r.median(), r.max())] for n, r in rates.items()}
+
+    def full_rates(self) -> dict[str, torch.Tensor] | None:
+        """λ for the checkpoint: positive tensors keyed by full names (``head.scale``)."""
+        rates = self.current_rates()
+        return self.part.full_names(rates) if isinstance(rates, dict) else None
+
+    def state(self) -> dict[str, Any]:
+        """Optimizer and λ state for a resume."""
+        return {"optimizer": self.optimizer.state_dict(), "rates": None if self.rates is None else self.rates.state_dict()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.rates is not None:
+            self.rates.load_state_dict(state["rates"])
+
+
+def _fresh_state() -> dict[str, Any]:
+    return {"step": 0, "elapsed": 0.0, "last_validation": 0.0, "last_save": 0.0, "best_dev_cer": None, "trainer": None, "rng": None}
+
+
+def _unalignable(model: SpeechRecognizer, tasks: list[Task]) -> int:
+    """Clips whose transcripts need more CTC frames than the model produces for them."""
+    return sum(
+        int(model.frame_lengths(torch.tensor(len(u.audio)))) < ctc_min_frames(u.text) for task in tasks for u in task.utterances
+    )
+
+
+def meta_train(
+    config: MetaTrainConfig,
+    init: dict[str, Any],
+    train_tasks: list[Task],
+    dev_tasks: list[Task],
+    sources: list[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume from ``OUT/last.pt``) meta-training from the ``init`` checkpoint; returns the final checkpoint.
+
+    ``finetune`` only selects the scalar rate on ``dev_tasks``. Rank 0 writes
+    ``last.pt``, ``best.pt``, ``metrics.jsonl`` and ``training_curves.png``
+    under ``config.out``; every rank returns the same checkpoint dict.
+    """
+    torch.set_num_threads(config.threads)
+    ranks = Ranks.from_environment()
+    out = Path(config.out)
+    resume = out / "last.pt"
+    checkpoint = load_checkpoint(resume) if resume.is_file() else None
+    if checkpoint is not None and checkpoint.get("state"):
+        state = checkpoint["state"]
+        model = model_from_checkpoint(checkpoint)
+        log.info("resuming %s at step %d (%.1f min)", resume, state["step"], state["elapsed"] / 60)
+    else:
+        state, model = _fresh_state(), model_from_checkpoint(init)
+    model.train()
+    provenance = {
+        "recipe": "meta-train", "config": asdict(config), "init": config.init, "init_method": init.get("method"),
+        "data": sources or [], "scope": config.scope, "pretraining": init.get("provenance", {}),
+    }
+    if config.method == "finetune":
+        return _finetune(config, model, init, dev_tasks, provenance, ranks)
+
+    trainer = MetaTrainer(config, model, train_tasks, dev_tasks, ranks)
+    if state["trainer"] is not None:
+        trainer.load_state(state["trainer"])
+        torch.set_rng_state(state["rng"])
+    speakers = sorted(set(init.get("training_speakers", [])) | {task.name for task in train_tasks})
+    method = "finetune" if config.method == "ctc-control" else config.method
+    if ranks.main:
+        out.mkdir(parents=True, exist_ok=True)
+        log.info("%s: %d training tasks, %d dev tasks, %d clips too short for CTC alignment",
+                 config.method, len(train_tasks), len(dev_tasks), _unalignable(model, train_tasks))
+
+    def checkpoint_now(scalar_rate: float | None = None, extra: dict | None = None) -> dict[str, Any]:
+        state["trainer"], state["rng"] = trainer.state(), torch.get_rng_state()
+        if scalar_rate is None and config.method in ("maml", "fomaml", "reptile"):
+            scalar_rate = config.inner_rate
+        return new_checkpoint(
+            model, method, config.inner_steps, speakers, rates=trainer.full_rates(), scalar_rate=scalar_rate,
+            provenance={**provenance, "training_seconds": state["elapsed"], "meta_steps": state["step"], **(extra or {})},
+            state=dict(state),
+        )
+
+    metrics = (out / "metrics.jsonl").open("a") if ranks.main else None
+    bar = tqdm(total=config.max_steps or int(config.minutes * 60), initial=state["step"] if config.max_steps else int(state["elapsed"]),
+               unit="step" if config.max_steps else "s", desc=f"meta-train {config.method}", disable=not (progress and ranks.main))
+    clock = time.monotonic()
+    while not _out_of_budget(config, state):
+        stats = trainer.step(state["step"], state["elapsed"])
+        state["step"] += 1
+        now = time.monotonic()
+        state["elapsed"], clock = ranks.max(state["elapsed"] + now - clock), now
+        done = _out_of_budget(config, state)
+        record: dict[str, Any] = {}
+        if state["step"] % config.log_every == 0 or done:
+            record = {"step": state["step"], "elapsed": round(state["elapsed"], 2), **{k: round(v, 5) for k, v in stats.items()},
+                      "rates": trainer.rate_summary()}
+        if trainer.dev_episodes and (state["elapsed"] - state["last_validation"] >= config.val_every_minutes * 60 or done):
+            state["last_validation"] = state["elapsed"]
+            if ranks.main:
+                record = {"step": state["step"], "elapsed": round(state["elapsed"], 2), **record, **trainer.validate()}
+                if state["best_dev_cer"] is None or record["dev_cer"] < state["best_dev_cer"]:
+                    state["best_dev_cer"] = record["dev_cer"]
+                    save_checkpoint(out / "best.pt", checkpoint_now())
+        if record and ranks.main:
+            metrics.write(json.dumps(record) + "\n")
+            metrics.flush()
+            bar.set_postfix(loss=f"{stats['loss']:.3f}", dev_cer=state["best_dev_cer"])
+        bar.update((state["step"] if config.max_steps else min(bar.total, int(state["elapsed"]))) - bar.n)
+        if state["elapsed"] - state["last_save"] >= config.checkpoint_every_minutes * 60 and not done:
+            state["last_save"] = state["elapsed"]
+            if ranks.main:
+                save_checkpoint(resume, checkpoint_now())
+    bar.close()
+    extra = {}
+    scalar_rate = None
+    if config.method == "ctc-control":
+        scalar_rate, table = _select_rate(trainer.part, dev_tasks, config)
+        extra = {"control": "plain CTC on the meta-training episodes, same budget", "rate_grid_cer": table}
+    final = checkpoint_now(scalar_rate, extra)
+    if ranks.main:
+        save_checkpoint(resume, final)
+        metrics.close()
+        plot_training_curves(out / "metrics.jsonl", out / "training_curves.png")
+    return final
+
+
+def _out_of_budget(config: MetaTrainConfig, state: dict[str, Any]) -> bool:
+    return (config.max_steps is not None and state["step"] >= config.max_steps) or state["elapsed"] >= config.minutes * 60
+
+
+def _select_rate(part: AdaptedPart, dev_tasks: list[Task], config: MetaTrainConfig) -> tuple[float, dict[str, float]]:
+    """The fine-tuning rate from :data:`FINETUNE_GRID` on the dev speakers' fixed episodes."""
+    if not dev_tasks:
+        raise ValueError("selecting the fine-tuning rate needs dev speakers (speechocean762-train's split)")
+    episodes = EpisodeSampler(dev_tasks, config.val_k, config.val_scored, config.seed).fixed_episodes()
+    part.model.eval()
+    rate, table = select_scalar_rate(part, episodes, config.inner_steps, FINETUNE_GRID)
+    part.model.train()
+    log.info("fine-tuning rate %g (dev CER by rate: %s)", rate, ", ".join(f"{r:g}: {c:.4f}" for r, c in table.items()))
+    return rate, {f"{r:g}": round(c, 5) for r, c in table.items()}
+
+
+def _finetune(config: MetaTrainConfig, model: SpeechRecognizer, init: dict[str, Any], dev_tasks: list[Task], provenance: dict, ranks: Ranks) -> dict[str, Any]:
+    """The fine-tuning baseline: ``init``'s weights and the best scalar rate on the dev speakers."""
+    rate, table = _select_rate(AdaptedPart(model, config.scope), dev_tasks, config)
+    checkpoint = new_checkpoint(
+        model, "finetune", config.inner_steps, init.get("training_speakers", []), scalar_rate=rate,
+        provenance={**provenance, "rate_grid_cer": table},
+    )
+    if ranks.main:
+        save_checkpoint(Path(config.out) / "last.pt", checkpoint)
+    return checkpoint
+
+
+def plot_training_curves(metrics_path: Path, png_path: Path) -> None:
+    """Query loss, dev CER (k=0 and adapted) and λ medians against meta-steps, from ``metrics.jsonl``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    steps = [r["step"] for r in records if "loss" in r]
+    for key, label in (("support_before", "support, before"), ("support_after", "support, adapted"), ("loss", "query, adapted")):
+        axes[0].plot(steps, [r[key] for r in records if "loss" in r], label=label)
+    axes[0].set(xlabel="meta-step", ylabel="CTC loss", title="training loss")
+    dev = [r for r in records if "dev_cer" in r]
+    axes[1].plot([r["step"] for r in dev], [r["dev_cer_k0"] for r in dev], "o-", label="k=0")
+    axes[1].plot([r["step"] for r in dev], [r["dev_cer"] for r in dev], "o-", label="adapted")
+    axes[1].set(xlabel="meta-step", ylabel="CER", title="dev speakers")
+    with_rates = [r for r in records if r.get("rates")]
+    for name in with_rates[0]["rates"] if with_rates else []:
+        axes[2].plot([r["step"] for r in with_rates], [r["rates"][name][1] for r in with_rates], label=name)
+    axes[2].set(xlabel="meta-step", ylabel="median λ", title="learned rates", yscale="log" if with_rates else "linear")
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+EXAMPLES = """\
+examples:
+  # Meta-SGD from a pretrained model, 15 minutes, 3 inner steps, 5-shot episodes
+  edgemeta meta-train --init runs/pretrain/last.pt --method meta-sgd --out runs/meta-sgd --minutes 15
+
+  # the same budget for the other methods (MAML is exact second order, FOMAML first order)
+  edgemeta meta-train --init runs/pretrain/last.pt --method maml --out runs/maml --minutes 15
+  edgemeta meta-train --init runs/pretrain/last.pt --method reptile --out runs/reptile --minutes 15
+
+  # fine-tuning baseline: pick its scalar rate on the dev speakers (about a minute)
+  edgemeta meta-train --init runs/pretrain/last.pt --method finetune --out runs/finetune
+  # control (2): the meta-trained init with the best scalar rate instead of λ
+  edgemeta meta-train --init runs/meta-sgd/last.pt --method finetune --out runs/meta-sgd-scalar
+  # control (1): plain CTC on the same episodes for the same time, then the scalar rate
+  edgemeta meta-train --init runs/pretrain/last.pt --method ctc-control --out runs/ctc-control --minutes 15
+
+  # two processes on one machine (gloo); a run folder with last.pt resumes
+  torchrun --nproc-per-node 2 -m edgemeta meta-train --init runs/pretrain/last.pt --out runs/meta-sgd-ddp --threads 1
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``edgemeta meta-train``."""
+    defaults = MetaTrainConfig()
+    parser = subparsers.add_parser(
+        "meta-train",
+        help="meta-train a pretrained model to adapt to new speakers (Meta-SGD, MAML, Reptile, baselines)",
+        description=__doc__.split("\n\n")[0] + " Resumes from OUT/last.pt if present.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--init", required=True, help="checkpoint to start from (a pretrained model's last.pt)")
+    parser.add_argument("--method", choices=TRAIN_METHODS, default=defaults.method,
+                        help="meta-sgd: learned per-parameter rates; maml/fomaml: fixed rate, second/first order; "
+                             "reptile; finetune: only pick the baseline's scalar rate; ctc-control: plain CTC control")
+    parser.add_argument("--out", required=True, help="run folder: last.pt, best.pt, metrics.jsonl, training_curves.png")
+    parser.add_argument("--manifest", action="append", default=[], help="extra JSONL manifest of training speakers (repeatable)")
+    parser.add_argument("--speechocean", action=argparse.BooleanOptionalAction, default=True,
+                        help=f"use ../shared/data/{SPEECHOCEAN} (train speakers as tasks, dev speakers for validation)")
+    parser.add_argument("--minutes", type=float, default=defaults.minutes, help="wall-time budget, validation included (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=None, help="stop after this many meta-steps")
+    parser.add_argument("--inner-steps", type=int, default=defaults.inner_steps, help="S, adaptation steps (the device runs the same; default: %(default)s)")
+    parser.add_argument("--inner-rate", type=float, default=defaults.inner_rate, help="MAML/Reptile's rate α; Meta-SGD's initial λ (default: %(default)s)")
+    parser.add_argument("--first-order", action="store_true", help="Meta-SGD without second derivatives")
+    parser.add_argument("--k", type=int, default=defaults.k, help="support clips per episode (default: %(default)s)")
+    parser.add_argument("--query", type=int, default=defaults.query, help="query clips per episode (default: %(default)s)")
+    parser.add_argument("--meta-batch", type=int, default=defaults.meta_batch, help="episodes (speakers) per meta-step (default: %(default)s)")
+    parser.add_argument("--outer-lr", type=float, default=defaults.outer_lr, help="AdamW rate of body and head init (default: %(default)s)")
+    parser.add_argument("--rate-lr", type=float, default=defaults.rate_lr, help="AdamW rate of Meta-SGD's log λ (default: %(default)s)")
+    parser.add_argument("--reptile-step", type=float, default=defaults.reptile_step, help="Reptile's β (default: %(default)s)")
+    parser.add_argument("--scope", choices=("head", "gru+head"), default=defaults.scope, help="what the inner loop adapts (gru+head: ablation)")
+    parser.add_argument("--freeze-body", action="store_true", help="train only head init and λ; body features computed once and cached")
+    parser.add_argument("--condition-rate", type=float, default=defaults.condition_rate,
+                        help="probability that an episode's speaker gets a random channel condition (default: %(default)s)")
+    parser.add_argument("--val-every-minutes", type=float, default=defaults.val_every_minutes, help="dev validation interval (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=defaults.threads, help="torch CPU threads per process (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config = MetaTrainConfig(
+        init=args.init, out=args.out, method=args.method, manifests=args.manifest, speechocean=args.speechocean,
+        minutes=args.minutes, max_steps=args.steps, inner_steps=args.inner_steps, inner_rate=args.inner_rate,
+        first_order=args.first_order, k=args.k, query=args.query, meta_batch=args.meta_batch, outer_lr=args.outer_lr,
+        rate_lr=args.rate_lr, reptile_step=args.reptile_step, scope=args.scope, freeze_body=args.freeze_body,
+        condition_rate=args.condition_rate, val_every_minutes=args.val_every_minutes, threads=args.threads, seed=args.seed,
+    )
+    train_tasks, dev_tasks, sources = load_tasks(config)
+    meta_train(config, load_checkpoint(config.init), train_tasks, dev_tasks, sources)
+    if Ranks.from_environment().main:
+        print(Path(config.out) / "last.pt")
+    return 0

@@ -1,0 +1,108 @@
+"""Tasks (one speaker, optionally under one recording condition) and the episodes drawn from them.
+
+A meta-learning **task** is what one device user is: a speaker's clips. An
+**episode** is one draw from a task: ``k`` support clips (what enrollment
+adapts on) and a disjoint query set (what the adapted head is scored or
+trained on). A task may also carry a :class:`~edgemeta.augment.ChannelCondition`
+applied to all of its clips alike, so that a "user" is a speaker *and* a
+microphone/room.
+
+Episodes are a pure function of ``(seed, step, position)``: the same seed gives
+the same meta-batches in any process, on any rank, and after a resume, with no
+sampler state to save.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from edgemeta.augment import ChannelCondition
+from edgemeta.corpus import Utterance
+from edgemeta.splits import dev_speakers
+
+log = logging.getLogger(__name__)
+# Separate random streams, so that training episodes never coincide with the fixed (validation) ones.
+_TRAINING, _META_BATCH, _FIXED = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Task:
+    """One speaker's clips; ``name`` is the speaker id."""
+
+    name: str
+    utterances: tuple[Utterance, ...]
+
+
+@dataclass
+class Episode:
+    """Disjoint ``support`` (adaptation) and ``query`` (scoring) clips of one task, under one ``condition``."""
+
+    task: str
+    support: list[Utterance]
+    query: list[Utterance]
+    condition: ChannelCondition | None = None
+
+
+def speaker_tasks(utterances: list[Utterance], min_clips: int) -> list[Task]:
+    """One task per speaker with at least ``min_clips`` clips, sorted by speaker; smaller speakers are logged and left out."""
+    by_speaker: dict[str, list[Utterance]] = {}
+    for utterance in utterances:
+        by_speaker.setdefault(utterance.speaker, []).append(utterance)
+    small = sorted(s for s, clips in by_speaker.items() if len(clips) < min_clips)
+    if small:
+        log.warning("%d speakers have fewer than %d clips and are not tasks: %s", len(small), min_clips, ", ".join(small[:10]))
+    return [Task(s, tuple(clips)) for s, clips in sorted(by_speaker.items()) if len(clips) >= min_clips]
+
+
+def split_speakers(utterances: list[Utterance]) -> tuple[list[Utterance], list[Utterance]]:
+    """``(train, dev)`` by the committed split file: dev speakers are held out of all training."""
+    held_out = dev_speakers()
+    return [u for u in utterances if u.speaker not in held_out], [u for u in utterances if u.speaker in held_out]
+
+
+@dataclass
+class EpisodeSampler:
+    """Draws episodes of ``k`` support and ``query`` query clips, reproducibly from ``seed``.
+
+    ``condition_rate`` is the probability that an episode's task is put under a
+    random channel condition (noise, reverberation, band limit, gain), the same
+    for its support and query clips.
+    """
+
+    tasks: list[Task]
+    k: int
+    query: int
+    seed: int = 0
+    condition_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise ValueError(f"no tasks with at least k + query = {self.k + self.query} clips")
+        short = [t.name for t in self.tasks if len(t.utterances) < self.k + self.query]
+        if short:
+            raise ValueError(f"tasks {short[:5]} have fewer than k + query = {self.k + self.query} clips")
+
+    def episode(self, task: Task, step: int, position: int = 0) -> Episode:
+        """The training episode of ``task`` at meta-step ``step``, slot ``position``: a fixed function of the seed."""
+        return self._draw(task, np.random.default_rng([self.seed, _TRAINING, step, position]))
+
+    def _draw(self, task: Task, rng: np.random.Generator) -> Episode:
+        order = rng.permutation(len(task.utterances))
+        clips = [task.utterances[i] for i in order[: self.k + self.query]]
+        condition = ChannelCondition.sample(rng) if rng.random() < self.condition_rate else None
+        if condition is not None:
+            clips = [replace(u, audio=condition.apply(u.audio, rng)) for u in clips]
+        return Episode(task.name, clips[: self.k], clips[self.k :], condition)
+
+    def meta_batch(self, step: int, size: int) -> list[Episode]:
+        """``size`` episodes of distinct tasks (cycling if there are fewer tasks) for meta-step ``step``."""
+        rng = np.random.default_rng([self.seed, _META_BATCH, step])
+        order = np.concatenate([rng.permutation(len(self.tasks)) for _ in range(-(-size // len(self.tasks)))])
+        return [self.episode(self.tasks[int(t)], step, position) for position, t in enumerate(order[:size])]
+
+    def fixed_episodes(self) -> list[Episode]:
+        """One episode per task, the same on every call (validation and dev selection)."""
+        return [self._draw(task, np.random.default_rng([self.seed, _FIXED, i])) for i, task in enumerate(self.tasks)]

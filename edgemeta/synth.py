@@ -1,0 +1,343 @@
+"""Synthetic multi-speaker corpora from espeak-ng, festival and flite.
+
+A speaker is a :class:`VoiceSpec` (engine, voice, variant, pitch, rate); a
+corpus gives each speaker its own channel condition (room, noise, band limit,
+gain: :mod:`edgemeta.augment`) and its own generated prompts
+(:mod:`edgemeta.prompts`). Everything is drawn from one seed, so the same
+seed writes the same manifest and the same audio.
+
+flite is never a default engine: its rms and awb voices are the voices no
+model is trained on, kept for evaluation (``edgemeta synth --engine flite``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import soundfile
+from tqdm import tqdm
+
+from edgemeta.augment import ChannelCondition, peak_normalize
+from edgemeta.prompts import generate_prompt, load_dictionary
+from edgemeta.runtime.audio import SAMPLE_RATE, resample, write_audio
+from edgemeta.runtime.manifest import Clip, read_manifest, write_manifest
+
+TRAINING_ENGINES = ("espeak-ng", "festival")
+ENGINES = (*TRAINING_ENGINES, "flite")
+ENGINE_BINARIES = {"espeak-ng": "espeak-ng", "festival": "festival", "flite": "flite"}
+ENGINE_PACKAGES = {"espeak-ng": "espeak-ng", "festival": "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts", "flite": "flite"}
+# Speakers per engine are allotted in these proportions: festival has three voices, espeak-ng hundreds of combinations.
+ENGINE_WEIGHTS = {"espeak-ng": 4, "festival": 1, "flite": 1}
+
+ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd", "en-029", "en-us-nyc")
+# Variants that do not sound like a person talking to a recognizer (whispers, robots, effects).
+ESPEAK_EXCLUDED_VARIANTS = frozenset({"whisper", "whisperf", "croak", "Demonic", "UniRobot", "anikaRobot"})
+ESPEAK_PITCHES = (25, 30, 35, 40, 45, 50, 55, 60, 65, 70)
+ESPEAK_RATES = (130, 140, 150, 160, 170, 180, 190)
+
+FESTIVAL_VOICES = {"kal_diphone": "kal", "ked_diphone": "ked", "cmu_us_slt_arctic_hts": "slt"}
+FESTIVAL_DIPHONE_F0 = (85, 95, 105, 120, 135)  # target mean F0 in Hz; the HTS voice has no such control
+FESTIVAL_RATES = (0.85, 0.95, 1.0, 1.1, 1.2)
+
+FLITE_VOICES = ("rms", "awb")
+FLITE_RATES = (1.0, 0.9, 1.1)
+
+SYNTHESIS_TIMEOUT_S = 60
+
+
+class SynthesisError(RuntimeError):
+    """A synthesizer that is missing or failed; the message names the voice and the problem."""
+
+
+@dataclass(frozen=True)
+class VoiceSpec:
+    """One synthetic speaker.
+
+    ``pitch``: espeak-ng's 0-99 scale, or festival diphone voices' mean F0 in Hz
+    (``None`` where the engine has no control). ``rate``: espeak-ng words per
+    minute, or a speed factor for festival and flite (1.1 = 10 % faster).
+    """
+
+    engine: str
+    voice: str
+    pitch: int | None = None
+    rate: float = 1.0
+    variant: str = ""
+
+    @property
+    def speaker_id(self) -> str:
+        """Stable name, e.g. ``espeak-en-us+m3-p40-s160``, ``festival-kal-p105-s1.1``, ``flite-rms``."""
+        if self.engine == "espeak-ng":
+            return f"espeak-{self.voice}+{self.variant}-p{self.pitch}-s{self.rate:g}"
+        if self.engine == "festival":
+            pitch = f"-p{self.pitch}" if self.pitch is not None else ""
+            return f"festival-{FESTIVAL_VOICES[self.voice]}{pitch}-s{self.rate:g}"
+        return f"flite-{self.voice}" + (f"-s{self.rate:g}" if self.rate != 1.0 else "")
+
+
+def require_engine(engine: str) -> None:
+    """Raise :class:`SynthesisError` when ``engine`` is unknown or its program is not installed."""
+    if engine not in ENGINE_BINARIES:
+        raise SynthesisError(f"unknown synthesis engine {engine!r}; choose from {', '.join(ENGINES)}")
+    if shutil.which(ENGINE_BINARIES[engine]) is None:
+        raise SynthesisError(
+            f"{ENGINE_BINARIES[engine]} not found on PATH: engine {engine} needs the Debian package(s) "
+            f"{ENGINE_PACKAGES[engine]}"
+        )
+
+
+@lru_cache(maxsize=1)
+def espeak_variants() -> tuple[str, ...]:
+    """Voice variants installed with espeak-ng (``espeak-ng --voices=variant``), minus the non-human ones."""
+    require_engine("espeak-ng")
+    listing = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True, check=True).stdout
+    files = (line.split()[4] for line in listing.splitlines()[1:] if len(line.split()) >= 5)
+    names = {path.rsplit("/", 1)[-1] for path in files}
+    return tuple(sorted(names - ESPEAK_EXCLUDED_VARIANTS))
+
+
+def _draw_voice(engine: str, index: int, rng: random.Random) -> VoiceSpec:
+    """The ``index``-th speaker of ``engine``: voices taken in turn, pitch/rate/variant drawn."""
+    if engine == "espeak-ng":
+        return VoiceSpec(engine, ESPEAK_ACCENTS[index % len(ESPEAK_ACCENTS)], rng.choice(ESPEAK_PITCHES),
+                         rng.choice(ESPEAK_RATES), rng.choice(espeak_variants()))
+    if engine == "festival":
+        voice = tuple(FESTIVAL_VOICES)[index % len(FESTIVAL_VOICES)]
+        pitch = rng.choice(FESTIVAL_DIPHONE_F0) if voice.endswith("_diphone") else None
+        return VoiceSpec(engine, voice, pitch, rng.choice(FESTIVAL_RATES))
+    # flite: its natural voices first, then slower and faster versions of them, in a fixed order.
+    rate = FLITE_RATES[(index // len(FLITE_VOICES)) % len(FLITE_RATES)]
+    return VoiceSpec(engine, FLITE_VOICES[index % len(FLITE_VOICES)], None, rate)
+
+
+def _allot(count: int, engines: tuple[str, ...]) -> dict[str, int]:
+    """Split ``count`` speakers between engines in proportion to their weights (largest remainder)."""
+    total = sum(ENGINE_WEIGHTS[e] for e in engines)
+    shares = {e: count * ENGINE_WEIGHTS[e] / total for e in engines}
+    allotted = {e: int(share) for e, share in shares.items()}
+    for engine in sorted(engines, key=lambda e: allotted[e] - shares[e])[: count - sum(allotted.values())]:
+        allotted[engine] += 1
+    return allotted
+
+
+def _distinct_speakers(engine: str) -> int:
+    if engine == "espeak-ng":
+        return len(ESPEAK_ACCENTS) * len(espeak_variants()) * len(ESPEAK_PITCHES) * len(ESPEAK_RATES)
+    if engine == "festival":
+        return len(FESTIVAL_RATES) * (2 * len(FESTIVAL_DIPHONE_F0) + 1)
+    return len(FLITE_VOICES) * len(FLITE_RATES)
+
+
+def sample_speakers(n: int, seed: int, engines: tuple[str, ...] = TRAINING_ENGINES) -> list[VoiceSpec]:
+    """``n`` distinct speakers drawn from ``engines`` (default espeak-ng and festival, never flite)."""
+    engines = tuple(dict.fromkeys(engines))
+    for engine in engines:
+        require_engine(engine)
+    rng = random.Random(seed)
+    speakers: list[VoiceSpec] = []
+    for engine, count in _allot(n, engines).items():
+        if count > _distinct_speakers(engine):
+            raise SynthesisError(f"{engine} offers {_distinct_speakers(engine)} distinct speakers; {count} were asked for")
+        chosen: dict[str, VoiceSpec] = {}
+        index = 0
+        while len(chosen) < count:
+            voice = _draw_voice(engine, index, rng)
+            chosen.setdefault(voice.speaker_id, voice)
+            index += 1
+        speakers.extend(chosen.values())
+    return speakers
+
+
+def _festival_settings(voice: VoiceSpec) -> list[str]:
+    settings = [f"(voice_{voice.voice})"]
+    if voice.pitch is not None:
+        settings.append(f"(Parameter.set 'Duration_Stretch {1.0 / voice.rate:.4f})")
+        settings.append(f"(set! int_lr_params (cons '(target_f0_mean {voice.pitch}) (cdr int_lr_params)))")
+    else:  # the HTS voice ignores Duration_Stretch; hts_engine's own speed option works
+        settings.append(f"(set! hts_engine_params (append hts_engine_params '((\"-r\" {voice.rate:g}))))")
+    return settings
+
+
+def _command(voice: VoiceSpec, wav_path: Path) -> list[str]:
+    """Command line that reads one text on stdin and writes ``wav_path`` (espeak-ng and flite)."""
+    if voice.engine == "espeak-ng":
+        return ["espeak-ng", "-v", f"{voice.voice}+{voice.variant}", "-p", str(voice.pitch),
+                "-s", f"{voice.rate:g}", "-w", str(wav_path), "--stdin"]
+    return ["flite", "-voice", voice.voice, "--setf", f"duration_stretch={1.0 / voice.rate:.4f}",
+            "-f", "/dev/stdin", "-o", str(wav_path)]
+
+
+def _festival_script(texts: list[str], voice: VoiceSpec, wav_paths: list[Path]) -> str:
+    """One festival session for many texts: loading a voice costs far more than speaking a sentence."""
+    lines = _festival_settings(voice)
+    for text, wav_path in zip(texts, wav_paths):
+        quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+        lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{quoted}")) "{wav_path}" \'riff)')
+    return "\n".join(lines) + "\n"
+
+
+def _run_synthesizer(command: list[str], stdin: str, voice: VoiceSpec, what: str) -> None:
+    try:
+        result = subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=SYNTHESIS_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise SynthesisError(f"{voice.speaker_id}: {voice.engine} took over {SYNTHESIS_TIMEOUT_S} s for {what}") from None
+    if result.returncode != 0:
+        raise SynthesisError(f"{voice.speaker_id}: {voice.engine} failed (exit {result.returncode}) for {what}: "
+                             f"{result.stderr.strip()[-300:]}")
+
+
+def _read_speech(wav_path: Path, voice: VoiceSpec, text: str) -> np.ndarray:
+    if not wav_path.is_file():
+        raise SynthesisError(f"{voice.speaker_id}: {voice.engine} wrote no audio for {text!r}")
+    audio, rate = soundfile.read(wav_path, dtype="float32", always_2d=True)
+    if audio.shape[0] == 0 or not np.abs(audio).max() > 0:
+        raise SynthesisError(f"{voice.speaker_id}: {voice.engine} produced silence for {text!r}")
+    return resample(audio.mean(axis=1), rate, SAMPLE_RATE)
+
+
+def synthesize_many(texts: list[str], voice: VoiceSpec) -> list[np.ndarray]:
+    """Speak each text with ``voice``; mono float32 at 16 kHz (the runtime's resampler)."""
+    require_engine(voice.engine)
+    with tempfile.TemporaryDirectory(prefix="edgemeta-synth-") as folder:
+        wav_paths = [Path(folder) / f"{i:04d}.wav" for i in range(len(texts))]
+        if voice.engine == "festival":
+            script = Path(folder) / "speak.scm"
+            script.write_text(_festival_script(texts, voice, wav_paths), encoding="utf-8")
+            _run_synthesizer(["festival", "--batch", str(script)], "", voice, f"{len(texts)} texts")
+        else:
+            for text, wav_path in zip(texts, wav_paths):
+                _run_synthesizer(_command(voice, wav_path), text, voice, repr(text))
+        return [_read_speech(wav_path, voice, text) for text, wav_path in zip(texts, wav_paths)]
+
+
+def synthesize(text: str, voice: VoiceSpec) -> np.ndarray:
+    """Speak ``text`` with ``voice``; mono float32 at 16 kHz (the runtime's resampler)."""
+    return synthesize_many([text], voice)[0]
+
+
+@dataclass(frozen=True)
+class _SpeakerJob:
+    """All clips of one speaker: one synthesizer session, one channel condition."""
+
+    speaker_index: int
+    voice: VoiceSpec
+    condition: ChannelCondition | None
+    texts: list[str]
+    audio_paths: list[Path]
+
+
+def _render(job: _SpeakerJob, seed: int) -> list[Clip]:
+    extra = {
+        "engine": job.voice.engine,
+        "voice": {k: v for k, v in asdict(job.voice).items() if k != "engine"},
+        "condition": asdict(job.condition) if job.condition is not None else None,
+    }
+    clips = []
+    for clip_index, (speech, text, audio_path) in enumerate(zip(synthesize_many(job.texts, job.voice), job.texts, job.audio_paths)):
+        audio = peak_normalize(speech)
+        if job.condition is not None:
+            audio = job.condition.apply(audio, np.random.default_rng([seed, job.speaker_index, clip_index, 1]))
+        audio_path.parent.mkdir(parents=True, exist_ok=True)
+        write_audio(audio_path, audio)
+        clips.append(Clip(audio_path, text, job.voice.speaker_id, extra))
+    return clips
+
+
+def synthesize_corpus(
+    out_dir: str | Path,
+    speakers: int = 20,
+    clips: int = 10,
+    seed: int = 0,
+    engines: tuple[str, ...] = TRAINING_ENGINES,
+    conditions: bool = True,
+    workers: int = 2,
+) -> Path:
+    """Write ``speakers`` × ``clips`` 16 kHz WAVs and ``manifest.jsonl`` under ``out_dir``; return the manifest.
+
+    Each speaker gets one channel condition (``conditions=False``: clean audio)
+    and its own prompts. A speaker whose synthesis fails is reported on stderr
+    and left out; the run fails only if none succeeds.
+    """
+    out_dir = Path(out_dir)
+    extra_words = load_dictionary()
+    jobs = []
+    for speaker_index, voice in enumerate(sample_speakers(speakers, seed, engines)):
+        condition_rng = np.random.default_rng([seed, speaker_index, 0, 0])
+        condition = ChannelCondition.sample(condition_rng) if conditions else None
+        text_rng = random.Random(f"{seed}/{voice.speaker_id}")
+        texts = [generate_prompt(text_rng, extra_words) for _ in range(clips)]
+        audio_paths = [out_dir / "audio" / voice.speaker_id / f"{i:04d}.wav" for i in range(clips)]
+        jobs.append(_SpeakerJob(speaker_index, voice, condition, texts, audio_paths))
+    written: list[Clip] = []
+    failures: list[str] = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
+            tqdm(total=speakers * clips, desc="synthesizing", unit="clip", file=sys.stderr) as progress:
+        futures = [pool.submit(_render, job, seed) for job in jobs]
+        for job, future in zip(jobs, futures):
+            try:
+                written.extend(future.result())
+            except SynthesisError as error:
+                failures.append(str(error))
+                print(f"skipped speaker {job.voice.speaker_id}: {error}", file=sys.stderr)
+            progress.update(len(job.texts))
+    if not written:
+        raise SynthesisError(f"no clip could be synthesized into {out_dir}; first error: {failures[0]}")
+    manifest = out_dir / "manifest.jsonl"
+    write_manifest(manifest, written)
+    return manifest
+
+
+EXAMPLES = """\
+examples:
+  # training speakers (espeak-ng and festival), each with its own room, noise and level
+  edgemeta synth --out data/synth --speakers 40 --clips 20 --seed 0
+  # the unseen evaluation voices (flite rms and awb), clean
+  edgemeta synth --out data/flite --engine flite --speakers 2 --clips 20 --no-effects
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``edgemeta synth``."""
+    parser = subparsers.add_parser(
+        "synth",
+        help="synthesize a multi-speaker corpus (WAVs + manifest.jsonl)",
+        description="Synthesize a multi-speaker corpus with generated prompts, deterministic from --seed. "
+        "flite (voices rms, awb) is only used when asked for: it holds the unseen evaluation voices.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output folder (audio/ and manifest.jsonl)")
+    parser.add_argument("--speakers", type=int, default=20, help="number of speakers (default 20)")
+    parser.add_argument("--clips", type=int, default=10, help="clips per speaker (default 10)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for speakers, prompts and effects (default 0)")
+    parser.add_argument("--engine", action="append", choices=ENGINES, dest="engines",
+                        help="synthesizer to draw speakers from; repeat for several (default: espeak-ng and festival)")
+    parser.add_argument("--no-effects", action="store_true", help="clean audio: no noise, reverberation, band limit or gain")
+    parser.add_argument("--workers", type=int, default=2, help="parallel synthesizer processes (default 2)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``edgemeta synth`` from parsed arguments."""
+    started = time.perf_counter()
+    try:
+        manifest = synthesize_corpus(args.out, args.speakers, args.clips, args.seed,
+                                     tuple(args.engines or TRAINING_ENGINES), not args.no_effects, args.workers)
+    except SynthesisError as error:
+        print(f"edgemeta synth: {error}", file=sys.stderr)
+        return 1
+    elapsed = time.perf_counter() - started
+    written = len(read_manifest(manifest))
+    print(f"wrote {manifest}: {written} clips in {elapsed:.1f} s ({written / elapsed:.1f} clips/s)")
+    return 0

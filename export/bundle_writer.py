@@ -1,0 +1,352 @@
+"""Write a bundle (``docs/bundle-format.md``) from a checkpoint, then prove it with the runtime's reader.
+
+Stages: rebuild the model, export ``model.onnx`` (and ``stream.onnx`` for a
+unidirectional model, ``model.int8.onnx`` on request; the fp32 graphs keep
+their body weights once, in ``weights.bin``), script the head to
+``head.pt``, save the head's weights and rates as safetensors, write the
+manifest with every file's sha256, re-open the result with
+:func:`edgemeta.runtime.bundle.load_bundle` exactly as a device would and
+check parity. The bundle is built in a temporary folder beside ``out`` and
+moved into place only when every stage passed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shutil
+import tarfile
+import tempfile
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime
+import torch
+from safetensors.torch import save as save_safetensors
+from torch import nn
+
+from edgemeta.checkpoint import atomic_write, load_checkpoint, model_from_checkpoint
+from edgemeta.export import parity
+from edgemeta.export.onnx_export import export_model, export_stream, share_weights
+from edgemeta.export.quantize import quantize_body
+from edgemeta.export.streaming import StreamingRecognizer
+from edgemeta.model import SpeechRecognizer, head_parameter_names
+from edgemeta.runtime.bundle import (
+    FORMAT_VERSION,
+    HEAD_FILE,
+    HEAD_WEIGHTS_FILE,
+    MANIFEST,
+    MODEL_FILE,
+    RATES_FILE,
+    WEIGHTS_FILE,
+    Bundle,
+    load_bundle,
+    manifest_checksum,
+    sha256_file,
+)
+from edgemeta.runtime.text import VOCABULARY
+
+STREAM_FILE = "stream.onnx"
+INT8_FILE = "model.int8.onnx"
+# Used when a checkpoint has neither per-parameter nor scalar rates (a plain
+# pretrained model): the best scalar fine-tuning rate measured on dev speakers (DESIGN.md).
+DEFAULT_SCALAR_RATE = 0.01
+DEFAULT_INNER_STEPS = 3
+STREAM_CHUNK_FRAMES = 16  # output frames per streaming chunk: 0.32 s with the default config
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ExportResult:
+    """What :func:`write_bundle` produced."""
+
+    path: Path
+    manifest: dict[str, Any]
+    archive: Path | None = None
+    parity: list[parity.ParityReport] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class HeadArchive(nn.Module):
+    """Container scripted to ``head.pt``: its parameters are named ``head.*``, exactly as in the manifest."""
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self.head = head
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
+
+
+def head_weights(model: SpeechRecognizer) -> dict[str, torch.Tensor]:
+    """The head's parameters by manifest name, detached and contiguous."""
+    parameters = dict(model.named_parameters())
+    return {name: parameters[name].detach().contiguous() for name in head_parameter_names(model)}
+
+
+def head_rates(checkpoint: dict[str, Any], weights: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """λ for every head parameter (broadcast to its shape) and the manifest's ``adaptation`` entry."""
+    method = checkpoint.get("method", "pretrained")
+    rates = checkpoint.get("rates")
+    if rates:
+        missing = sorted(set(weights) - set(rates))
+        if missing:
+            raise ValueError(f"the checkpoint's rates lack head parameters {missing}")
+        tensors = {name: torch.as_tensor(rates[name]).detach().float().expand_as(w).contiguous() for name, w in weights.items()}
+        return tensors, {"method": method, "rates": "per-parameter", "scalar_rate": checkpoint.get("scalar_rate")}
+    scalar = checkpoint.get("scalar_rate")
+    source = "checkpoint" if scalar is not None else "default"
+    scalar = float(scalar if scalar is not None else DEFAULT_SCALAR_RATE)
+    tensors = {name: torch.full_like(w, scalar) for name, w in weights.items()}
+    return tensors, {"method": method, "rates": "scalar", "scalar_rate": scalar, "scalar_rate_source": source}
+
+
+def build_manifest(
+    model: SpeechRecognizer,
+    checkpoint: dict[str, Any],
+    checkpoint_path: Path,
+    weights: dict[str, torch.Tensor],
+    adaptation: dict[str, Any],
+    streamer: StreamingRecognizer | None,
+) -> dict[str, Any]:
+    """Every manifest key but ``files``, ``int8`` and ``parity`` (filled in once those exist)."""
+    config = model.config
+    provenance = dict(checkpoint.get("provenance") or {})
+    for key in ("recipe", "data", "training_seconds"):
+        provenance.setdefault(key, None)
+    provenance.update(
+        training_speakers=sorted(checkpoint.get("training_speakers") or []),
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        torch_version=torch.__version__,
+        onnxruntime_version=onnxruntime.__version__,
+        checkpoint={"file": checkpoint_path.name, "sha256": sha256_file(checkpoint_path)},
+    )
+    streaming = None
+    if streamer is not None:
+        streaming = {
+            "file": STREAM_FILE,
+            "chunk_samples": streamer.chunk_multiple * STREAM_CHUNK_FRAMES,
+            "chunk_multiple": streamer.chunk_multiple,
+            "state": [{"name": name, "shape": list(shape)} for name, shape in streamer.state_shapes().items()],
+        }
+    return {
+        "format_version": FORMAT_VERSION,
+        "sample_rate": config.sample_rate,
+        "vocabulary": list(VOCABULARY),
+        "model": config.to_dict(),
+        "frontend": {
+            "n_fft": config.n_fft,
+            "hop_length": config.hop_length,
+            "n_mels": config.n_mels,
+            "log_floor": config.log_floor,
+            "causal": True,
+            "context_samples": model.frontend.context,
+        },
+        "head": {
+            "parameters": [{"name": n, "shape": list(w.shape), "dtype": "float32"} for n, w in weights.items()],
+            "feature_size": config.feature_size,
+        },
+        "inner_steps": int(checkpoint.get("inner_steps") or DEFAULT_INNER_STEPS),
+        "adaptation": adaptation,
+        "streaming": streaming,
+        "external_data": {"file": WEIGHTS_FILE, "used_by": [MODEL_FILE, *([STREAM_FILE] if streamer is not None else [])]},
+        "int8": None,
+        "parity": None,
+        "provenance": provenance,
+    }
+
+
+def write_archive(directory: Path, archive: Path) -> Path:
+    """Pack a bundle directory into ``archive`` (``.tar.gz`` or ``.tar``) under one top folder."""
+    mode = "w" if archive.suffix == ".tar" else "w:gz"
+
+    def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        return info
+
+    def write(handle) -> None:
+        with tarfile.open(fileobj=handle, mode=mode) as tar:
+            tar.add(directory, arcname=directory.name, recursive=False, filter=normalise)
+            for path in sorted(directory.iterdir()):
+                tar.add(path, arcname=f"{directory.name}/{path.name}", filter=normalise)
+
+    atomic_write(archive, write)
+    archive.chmod(0o644)
+    return archive
+
+
+def _check_parity(
+    model: SpeechRecognizer, bundle: Bundle, clips: Sequence[np.ndarray], progress: Progress
+) -> list[parity.ParityReport]:
+    """Parity of every graph in ``bundle`` (as the device opens it) against ``model``."""
+    base = bundle.head_weights()
+    injected = parity.perturbed(base)
+    reports = []
+    session = bundle.session(threads=1)
+    reports.append(parity.require(parity.compare_model(model, session, clips)))
+    reports.append(parity.require(parity.compare_model(model, session, clips, injected, graph="model.onnx, injected head")))
+    if bundle.streaming is not None:
+        stream = bundle.stream_session(threads=1)
+        reports.append(parity.require(parity.compare_stream(model, stream, bundle.streaming, clips)))
+        report = parity.compare_stream(model, stream, bundle.streaming, clips, injected)
+        report.graph += ", injected head"
+        reports.append(parity.require(report))
+    features = torch.from_numpy(session.run(["features"], {"waveform": clips[0][None], "lengths": np.array([len(clips[0])])})[0])
+    with torch.no_grad():
+        difference = float((bundle.load_head()(features) - model.head(features)).abs().max())
+    reports.append(parity.require(parity.ParityReport("head.pt vs the PyTorch head", difference, 1, 0)))
+    if bundle.has_int8:
+        # int8 is an approximation: its agreement is reported, not required.
+        reports.append(parity.compare_model(model, bundle.session(threads=1, int8=True), clips, batch_sizes=(1,), graph=INT8_FILE))
+    for report in reports:
+        progress(f"  parity {report}")
+    return reports
+
+
+def _write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest.json`` with the sha256 of every other file in ``directory`` and its own checksum."""
+    manifest["files"] = {path.name: sha256_file(path) for path in sorted(directory.iterdir()) if path.name != MANIFEST}
+    # Round-trip through JSON first, so the checksum covers exactly what the reader will parse.
+    data = json.loads(json.dumps(manifest, default=str))
+    data["checksum"] = manifest_checksum(data)
+    text = json.dumps(data, indent=2) + "\n"
+    atomic_write(directory / MANIFEST, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def _install(staging: Path, out: Path) -> None:
+    """Move the finished bundle to ``out``, replacing an earlier bundle there (checked by the caller).
+
+    Temporary files are private (0600/0700); a bundle is meant to be shared, so it is made world-readable.
+    """
+    staging.chmod(0o755)
+    for path in staging.iterdir():
+        path.chmod(0o644)
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        out.rename(old / out.name)
+        staging.rename(out)
+        shutil.rmtree(old)
+    else:
+        staging.rename(out)
+
+
+@contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """Run with ``count`` intra-op threads. One thread is the device's setting, and on a busy
+    2-core machine a multi-threaded GRU on short clips was 20x slower than one thread."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _write_files(staging: Path, model: SpeechRecognizer, streamer: StreamingRecognizer | None, weights: dict[str, torch.Tensor],
+                 rates: dict[str, torch.Tensor], manifest: dict[str, Any], int8: bool, stage: Callable[[str], None], progress: Progress) -> None:
+    """Every bundle file but the manifest, into ``staging``; ``manifest["int8"]`` filled in."""
+    # The legacy exporter and TorchScript warn about their deprecation and
+    # about GRU batch sizes; the parity checks cover what they warn of.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        progress(f"exporting {MODEL_FILE}")
+        graphs = {MODEL_FILE: export_model(model)}
+        stage("model.onnx")
+        if streamer is not None:
+            progress(f"exporting {STREAM_FILE}")
+            graphs[STREAM_FILE] = export_stream(streamer)
+            stage("stream.onnx")
+        progress(f"scripting {HEAD_FILE}")
+        torch.jit.save(torch.jit.script(HeadArchive(model.head)), str(staging / HEAD_FILE))
+    progress(f"saving {HEAD_WEIGHTS_FILE}, {RATES_FILE}")
+    (staging / HEAD_WEIGHTS_FILE).write_bytes(save_safetensors(weights))
+    (staging / RATES_FILE).write_bytes(save_safetensors(rates))
+    stage("head")
+    if int8:
+        progress(f"quantizing the body to {INT8_FILE}")
+        onnx.save(quantize_body(graphs[MODEL_FILE], weights), staging / INT8_FILE)
+        stage("int8")
+    (staging / WEIGHTS_FILE).write_bytes(share_weights(list(graphs.values()), WEIGHTS_FILE))
+    for name, graph in graphs.items():
+        onnx.save(graph, staging / name)
+    if int8:
+        ratio = (staging / INT8_FILE).stat().st_size / ((staging / MODEL_FILE).stat().st_size + (staging / WEIGHTS_FILE).stat().st_size)
+        manifest["int8"] = {"file": INT8_FILE, "size_ratio": round(ratio, 4)}
+        progress(f"  {INT8_FILE} is {ratio:.2f}x the size of {MODEL_FILE} with its weights")
+
+
+def write_bundle(
+    checkpoint_path: str | Path,
+    out: str | Path,
+    *,
+    int8: bool = False,
+    check_parity: bool = True,
+    archive: bool = False,
+    parity_clips: Sequence[np.ndarray] = (),
+    progress: Progress = print,
+) -> ExportResult:
+    """Export the checkpoint at ``checkpoint_path`` as a bundle directory ``out`` (plus ``out.tar.gz`` with ``archive``).
+
+    ``parity_clips`` (16 kHz float32 waveforms, e.g. real speech) are checked
+    in addition to the built-in synthetic clips. Raises
+    :class:`edgemeta.export.parity.ParityError` (leaving ``out`` untouched)
+    when a graph disagrees with PyTorch, ``FileExistsError`` when ``out``
+    exists and is not a bundle.
+    """
+    checkpoint_path, out = Path(checkpoint_path), Path(out)
+    if out.exists() and not (out.is_dir() and (out / MANIFEST).is_file()):
+        raise FileExistsError(f"{out}: exists and is not a bundle; refusing to replace it")
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def stage(name: str) -> None:
+        nonlocal started
+        now = time.perf_counter()
+        seconds[name] = now - started
+        started = now
+
+    progress(f"loading {checkpoint_path}")
+    checkpoint = load_checkpoint(checkpoint_path)
+    model = model_from_checkpoint(checkpoint).eval()
+    weights = head_weights(model)
+    rates, adaptation = head_rates(checkpoint, weights)
+    streamer = None if model.config.bidirectional else StreamingRecognizer(model).eval()
+    manifest = build_manifest(model, checkpoint, checkpoint_path, weights, adaptation, streamer)
+    stage("load")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    reports: list[parity.ParityReport] = []
+    try:
+        with _torch_threads(1):
+            _write_files(staging, model, streamer, weights, rates, manifest, int8, stage, progress)
+            _write_manifest(staging, manifest)
+            progress("verifying the bundle with the runtime's reader")
+            bundle = load_bundle(staging)
+            if check_parity:
+                progress("checking parity: onnxruntime vs PyTorch")
+                clips = parity.synthetic_clips(model.config.sample_rate) + list(parity_clips)
+                reports = _check_parity(model, bundle, clips, progress)
+                manifest["parity"] = {r.graph: {"max_abs_diff": r.max_abs_diff, "utterances": r.utterances,
+                                                "transcripts_differing": r.transcripts_differing} for r in reports}
+                _write_manifest(staging, manifest)
+                stage("parity")
+        _install(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    progress(f"wrote {out} ({sum(p.stat().st_size for p in out.iterdir()) / 1e6:.2f} MB)")
+    result = ExportResult(out, manifest, parity=reports, seconds=seconds)
+    if archive:
+        result.archive = write_archive(out, out.with_name(out.name + ".tar.gz"))
+        progress(f"wrote {result.archive}")
+        stage("archive")
+    return result

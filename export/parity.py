@@ -1,0 +1,155 @@
+"""Parity: the bundle's graphs, run by onnxruntime, against the PyTorch model they came from.
+
+Checked on a set of clips over several lengths and batch sizes: the maximum
+absolute difference of log-probabilities over each utterance's valid frames
+(fp32 tolerance :data:`TOLERANCE`) and whether greedy transcripts are
+identical; with the base head weights and with perturbed (injected) ones,
+for ``model.onnx`` and, chunk by chunk, for ``stream.onnx``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import onnxruntime
+import torch
+from torch.func import functional_call
+
+from edgemeta.model import SpeechRecognizer
+from edgemeta.runtime.ctc_decode import greedy_decode
+
+TOLERANCE = 1e-4
+BATCH_SIZES = (1, 3)
+CLIP_SECONDS = (0.35, 1.0, 1.7, 2.9, 0.61)
+
+
+class ParityError(AssertionError):
+    """An exported graph disagrees with PyTorch beyond the tolerance."""
+
+
+@dataclass
+class ParityReport:
+    """Result of one comparison: worst difference and transcript agreement over ``utterances``."""
+
+    graph: str
+    max_abs_diff: float
+    utterances: int
+    transcripts_differing: int
+
+    def passed(self, tolerance: float = TOLERANCE) -> bool:
+        return self.max_abs_diff <= tolerance and self.transcripts_differing == 0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.graph}: max |diff| {self.max_abs_diff:.2e} over {self.utterances} utterances, "
+            f"{self.transcripts_differing} transcripts differ"
+        )
+
+
+def synthetic_clips(sample_rate: int, seconds: Sequence[float] = CLIP_SECONDS, seed: int = 0) -> list[np.ndarray]:
+    """Deterministic speech-like test signals: voiced harmonic stretches with vibrato, noise bursts, pauses."""
+    rng = np.random.default_rng(seed)
+    clips = []
+    for duration in seconds:
+        n = int(duration * sample_rate)
+        t = np.arange(n) / sample_rate
+        pitch = rng.uniform(90, 250) * (1 + 0.05 * np.sin(2 * np.pi * rng.uniform(2, 6) * t))
+        phase = 2 * np.pi * np.cumsum(pitch) / sample_rate
+        voiced = sum(np.sin(k * phase) / k for k in range(1, 12))
+        envelope = np.clip(np.sin(2 * np.pi * rng.uniform(1, 3) * t + rng.uniform(0, np.pi)), 0, None)
+        noise = rng.normal(0, 0.3, n) * (envelope < 0.2)
+        clips.append((0.1 * (voiced * envelope + noise)).astype(np.float32))
+    return clips
+
+
+def perturbed(weights: Mapping[str, torch.Tensor], seed: int = 1, scale: float = 0.05) -> dict[str, torch.Tensor]:
+    """Head weights plus Gaussian noise: stands in for an adapted head in parity checks."""
+    generator = torch.Generator().manual_seed(seed)
+    return {name: w + scale * torch.randn(w.shape, generator=generator) for name, w in weights.items()}
+
+
+def _batches(clips: Sequence[np.ndarray], batch_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Zero-padded ``[batch, samples]`` arrays and their lengths, ``batch_size`` clips at a time."""
+    batches = []
+    for start in range(0, len(clips), batch_size):
+        group = clips[start : start + batch_size]
+        lengths = np.array([len(c) for c in group], dtype=np.int64)
+        waveform = np.zeros((len(group), lengths.max()), dtype=np.float32)
+        for row, clip in enumerate(group):
+            waveform[row, : len(clip)] = clip
+        batches.append((waveform, lengths))
+    return batches
+
+
+def _reference(model: SpeechRecognizer, waveform: np.ndarray, lengths: np.ndarray, weights: Mapping[str, torch.Tensor] | None) -> np.ndarray:
+    """PyTorch log-probabilities, with the head's weights replaced by ``weights`` when given."""
+    args = (torch.from_numpy(waveform), torch.from_numpy(lengths))
+    with torch.no_grad():
+        out = model(*args) if weights is None else functional_call(model, dict(weights), args)
+    return out.numpy()
+
+
+def _feeds(weights: Mapping[str, torch.Tensor] | None) -> dict[str, np.ndarray]:
+    return {} if weights is None else {name: w.detach().numpy().astype(np.float32) for name, w in weights.items()}
+
+
+def compare_model(
+    model: SpeechRecognizer,
+    session: onnxruntime.InferenceSession,
+    clips: Sequence[np.ndarray],
+    weights: Mapping[str, torch.Tensor] | None = None,
+    graph: str = "model.onnx",
+    batch_sizes: Sequence[int] = BATCH_SIZES,
+) -> ParityReport:
+    """``model.onnx`` (inputs ``waveform``, ``lengths``) vs ``model`` on ``clips`` batched ``batch_sizes`` ways."""
+    model = model.eval()
+    worst, utterances, differing = 0.0, 0, 0
+    for batch_size in batch_sizes:
+        for waveform, lengths in _batches(clips, batch_size):
+            expected = _reference(model, waveform, lengths, weights)
+            got, _, frames = session.run(None, {"waveform": waveform, "lengths": lengths, **_feeds(weights)})
+            if got.shape != expected.shape or not np.array_equal(frames, model.frame_lengths(torch.from_numpy(lengths)).numpy()):
+                raise ParityError(f"{graph}: output shape {got.shape} / frame lengths {frames} differ from PyTorch's {expected.shape}")
+            for row, n in enumerate(frames):
+                worst = max(worst, float(np.abs(got[row, :n] - expected[row, :n]).max(initial=0.0)))
+                differing += greedy_decode(got[row], int(n)) != greedy_decode(expected[row], int(n))
+                utterances += 1
+    return ParityReport(graph, worst, utterances, differing)
+
+
+def compare_stream(
+    model: SpeechRecognizer,
+    session: onnxruntime.InferenceSession,
+    streaming: Mapping,
+    clips: Sequence[np.ndarray],
+    weights: Mapping[str, torch.Tensor] | None = None,
+    chunk_samples: int | None = None,
+) -> ParityReport:
+    """``stream.onnx`` fed chunk by chunk (as the manifest's ``streaming`` entry describes) vs whole-utterance ``model``."""
+    model = model.eval()
+    chunk = chunk_samples or streaming["chunk_samples"]
+    worst, differing = 0.0, 0
+    for clip in clips:
+        padded = np.pad(clip, (0, -len(clip) % chunk))[None, :]
+        state = {s["name"]: np.zeros((1, *s["shape"]), dtype=np.float32) for s in streaming["state"]}
+        pieces = []
+        for start in range(0, padded.shape[1], chunk):
+            out = session.run(None, {"chunk": padded[:, start : start + chunk], **state, **_feeds(weights)})
+            pieces.append(out[0][0])
+            state = dict(zip(state, out[2:]))
+        got = np.concatenate(pieces)
+        lengths = np.array([len(clip)], dtype=np.int64)
+        expected = _reference(model, clip[None, :], lengths, weights)[0]
+        n = int(model.frame_lengths(torch.from_numpy(lengths))[0])
+        worst = max(worst, float(np.abs(got[:n] - expected[:n]).max(initial=0.0)))
+        differing += greedy_decode(got, n) != greedy_decode(expected, n)
+    return ParityReport(f"stream.onnx (chunks of {chunk} samples)", worst, len(clips), differing)
+
+
+def require(report: ParityReport, tolerance: float = TOLERANCE) -> ParityReport:
+    """Return ``report`` if it passed, else raise :class:`ParityError` describing it."""
+    if not report.passed(tolerance):
+        raise ParityError(f"parity failed (tolerance {tolerance:g}): {report}")
+    return report

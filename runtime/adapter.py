@@ -1,0 +1,317 @@
+"""On-device enrollment: a few gradient steps on the head, θ' = θ − λ ⊙ ∇L, guarded.
+
+Steps, in order:
+
+1. every clip is checked (:mod:`edgemeta.runtime.clip_checks`); a failing clip
+   is named with its reason and left out;
+2. the frozen body runs once (onnxruntime, base head) over the remaining clips:
+   its ``features`` output feeds every later step, its log-probabilities the
+   transcript check;
+3. the **guard** decides whether adaptation helps this user (rule below);
+4. if it does, the head is adapted for the bundle's S steps from the base head
+   on all remaining clips, with the bundle's learned rates λ; a non-finite or
+   rising training loss (divergence) keeps the base head.
+
+Guard rule. k ≥ 2 clips: K-fold with K = min(k, 5) (clip i in fold i mod K;
+k = 2 is leave-one-out); for each fold the head is adapted from the base head
+on the other folds and scored on the held-out one. Adaptation is kept when,
+pooled over all held-out clips, the CTC loss falls and the CER does not rise
+by more than ``CER_TOLERANCE`` (the evaluation's "worse" margin), and no fold
+diverged. k = 1: no clip can be held out, so the guard checks the adapted head
+on that clip itself (finite, loss falls, CER not worse): it trusts the
+meta-learned rates rather than measuring generalisation. k = 0: base head.
+
+The support loss is :func:`ctc_loss` (``F.ctc_loss``, mean over clips of the
+per-character loss, ``zero_infinity``): the loss the rates were learned for.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from edgemeta.runtime.bundle import Bundle
+from edgemeta.runtime.clip_checks import signal_problem, transcript_problem
+from edgemeta.runtime.ctc_decode import greedy_decode
+from edgemeta.runtime.metrics import ErrorCounts
+from edgemeta.runtime.recognizer import Recognizer
+from edgemeta.runtime.text import encode, normalize_text
+from edgemeta.runtime.update_rule import Rates, sgd_update_
+
+MAX_FOLDS = 5
+CER_TOLERANCE = 0.01
+HEAD_PREFIX = "head."
+
+
+@dataclass
+class EnrollmentClip:
+    """One enrollment recording: a name to report it by, 16 kHz mono audio, its transcript as given."""
+
+    name: str
+    audio: np.ndarray
+    text: str
+
+
+@dataclass
+class Scores:
+    """CTC loss (mean per character) and CER of a head on some clips."""
+
+    loss: float
+    cer: float
+
+
+@dataclass
+class GuardReport:
+    """What the guard measured on held-out clips and what it decided."""
+
+    rule: str
+    folds: int
+    before: Scores
+    after: Scores
+    accepted: bool
+    reason: str
+
+
+@dataclass
+class Enrollment:
+    """The outcome of enrolling one user: the head to use and the numbers behind it.
+
+    ``weights`` is the adapted head when ``adapted`` is true, else the base
+    head. ``before``/``after`` score the base and the returned head on the
+    clips used (training clips: the guard's numbers are the held-out ones).
+    """
+
+    weights: dict[str, torch.Tensor]
+    adapted: bool
+    decision: str
+    clips_used: list[str]
+    clips_left_out: list[tuple[str, str]]
+    steps: int
+    before: Scores | None = None
+    after: Scores | None = None
+    guard: GuardReport | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """The numbers as plain data (weights left out)."""
+        data = asdict(self)
+        del data["weights"]
+        data["clips_left_out"] = [{"clip": name, "reason": reason} for name, reason in self.clips_left_out]
+        return data
+
+
+def ctc_loss(log_probs: torch.Tensor, frame_lengths: torch.Tensor, targets: Sequence[Sequence[int]], reduction: str = "mean") -> torch.Tensor:
+    """CTC loss of ``[batch, frames, vocabulary]`` log-probs: per clip divided by its characters; ``mean`` over clips."""
+    target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
+    flat = torch.tensor([i for t in targets for i in t], dtype=torch.long)
+    losses = F.ctc_loss(log_probs.transpose(0, 1), flat, frame_lengths, target_lengths, blank=0, reduction="none", zero_infinity=True)
+    per_char = losses / target_lengths.clamp(min=1)
+    return per_char.mean() if reduction == "mean" else per_char
+
+
+class HeadTrainer:
+    """Gradient steps on the bundle's TorchScript head over cached body features.
+
+    ``torch.func`` refuses TorchScript modules, so the head's own parameters
+    are set to the starting weights, stepped in place with
+    :func:`~edgemeta.runtime.update_rule.sgd_update_` under plain autograd,
+    and read back as new tensors.
+    """
+
+    def __init__(self, bundle: Bundle, rates: Rates | float | None = None) -> None:
+        self.head = bundle.load_head()
+        self.head.eval()
+        self.base = {name: w.float() for name, w in bundle.head_weights().items()}
+        bundle_rates = bundle.rates()
+        if rates is None:
+            rates = bundle_rates
+        elif isinstance(rates, (int, float)):
+            rates = {name: float(rates) for name in bundle_rates}
+        self.rates = dict(rates)
+        own = dict(self.head.named_parameters())
+        # head.pt names its parameters as the manifest does or without the "head." prefix
+        self.params = {name: own[name] if name in own else own[name.removeprefix(HEAD_PREFIX)] for name in self.base}
+
+    def load(self, weights: Mapping[str, torch.Tensor]) -> None:
+        """Set the head's parameters to ``weights``."""
+        with torch.no_grad():
+            for name, param in self.params.items():
+                param.copy_(weights[name])
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """A copy of the head's current parameters, manifest names."""
+        return {name: param.detach().clone() for name, param in self.params.items()}
+
+    def log_probs(self, features: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of ``[batch, frames, feature_size]`` features with the current head."""
+        return F.log_softmax(self.head(features), dim=-1)
+
+    def adapt(self, features: torch.Tensor, frame_lengths: torch.Tensor, targets: Sequence[Sequence[int]], steps: int) -> tuple[dict[str, torch.Tensor], list[float]]:
+        """``steps`` updates from the base head on a batch; returns the adapted weights and the loss before each step and after the last."""
+        self.load(self.base)
+        params = list(self.params.values())
+        losses = []
+        for _ in range(steps):
+            loss = ctc_loss(self.log_probs(features), frame_lengths, targets)
+            losses.append(float(loss.detach()))
+            grads = torch.autograd.grad(loss, params)
+            sgd_update_(self.params, dict(zip(self.params, grads)), self.rates)
+        with torch.no_grad():
+            losses.append(float(ctc_loss(self.log_probs(features), frame_lengths, targets)))
+        return self.weights(), losses
+
+    @torch.no_grad()
+    def score(self, weights: Mapping[str, torch.Tensor], features: torch.Tensor, frame_lengths: torch.Tensor, targets: Sequence[Sequence[int]], texts: Sequence[str], counts: ErrorCounts) -> list[float]:
+        """Per-clip losses of ``weights`` on a batch; its errors are added to ``counts``."""
+        self.load(weights)
+        log_probs = self.log_probs(features)
+        for row, n, text in zip(log_probs.numpy(), frame_lengths.tolist(), texts):
+            counts.add(text, greedy_decode(row, n))
+        return ctc_loss(log_probs, frame_lengths, targets, reduction="none").tolist()
+
+
+def _finite(weights: Mapping[str, torch.Tensor], losses: Sequence[float]) -> bool:
+    return all(math.isfinite(x) for x in losses) and all(bool(torch.isfinite(w).all()) for w in weights.values())
+
+
+class Adapter:
+    """Enroll users on one bundle: checks, features once, guard, S steps (see the module docstring).
+
+    ``threads``: onnxruntime threads for the body (torch's are the caller's
+    ``torch.set_num_threads``). ``rates`` replaces the bundle's λ (a float:
+    one scalar rate for every parameter, e.g. for fine-tuning controls);
+    ``steps`` replaces S; ``guard=False`` adapts without asking the guard and
+    ``check_clips=False`` uses every clip (raw measurement, as ``edgemeta eval``
+    without ``--guard``).
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        threads: int = 1,
+        rates: Rates | float | None = None,
+        steps: int | None = None,
+        guard: bool = True,
+        check_clips: bool = True,
+    ) -> None:
+        self.bundle = bundle
+        self.recognizer = Recognizer(bundle, threads=threads)  # base head: features and checks
+        self.trainer = HeadTrainer(bundle, rates)
+        self.steps = bundle.inner_steps if steps is None else steps
+        self.use_guard = guard
+        self.check_clips = check_clips
+
+    def batch(self, features: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pad per-clip ``[frames, feature_size]`` features into a batch; returns it and the frame counts."""
+        lengths = torch.tensor([len(f) for f in features], dtype=torch.long)
+        batch = torch.zeros(len(features), int(lengths.max()), self.bundle.feature_size)
+        for row, f in zip(batch, features):
+            row[: len(f)] = torch.from_numpy(f)
+        return batch, lengths
+
+    def _guard(self, features: list[np.ndarray], targets: list[list[int]], texts: list[str]) -> GuardReport:
+        k = len(features)
+        if k == 1:
+            rule, folds = "k=1: checked on the enrollment clip itself (nothing to hold out)", [([0], [0])]
+        else:
+            count = min(k, MAX_FOLDS)
+            rule = f"{count}-fold over {k} clips (clip i in fold i mod {count})"
+            folds = [([i for i in range(k) if i % count != f], [i for i in range(k) if i % count == f]) for f in range(count)]
+        losses_before: list[float] = []
+        losses_after: list[float] = []
+        counts_before, counts_after = ErrorCounts(), ErrorCounts()
+        for train, held in folds:
+            x, n = self.batch([features[i] for i in train])
+            adapted, train_losses = self.trainer.adapt(x, n, [targets[i] for i in train], self.steps)
+            if not _finite(adapted, train_losses):
+                nan = Scores(float("nan"), float("nan"))
+                return GuardReport(rule, len(folds), nan, nan, False, "adaptation diverged (NaN or Inf) in a guard fold")
+            x, n = self.batch([features[i] for i in held])
+            held_targets, held_texts = [targets[i] for i in held], [texts[i] for i in held]
+            losses_before += self.trainer.score(self.trainer.base, x, n, held_targets, held_texts, counts_before)
+            losses_after += self.trainer.score(adapted, x, n, held_targets, held_texts, counts_after)
+        before = Scores(float(np.mean(losses_before)), counts_before.cer)
+        after = Scores(float(np.mean(losses_after)), counts_after.cer)
+        if not math.isfinite(after.loss):
+            return GuardReport(rule, len(folds), before, after, False, "adaptation diverged (held-out loss not finite)")
+        if after.loss >= before.loss:
+            reason = f"held-out loss would rise ({before.loss:.3f} -> {after.loss:.3f})"
+            return GuardReport(rule, len(folds), before, after, False, reason)
+        if after.cer > before.cer + CER_TOLERANCE:
+            reason = f"held-out CER would rise ({before.cer:.3f} -> {after.cer:.3f})"
+            return GuardReport(rule, len(folds), before, after, False, reason)
+        reason = f"held-out loss {before.loss:.3f} -> {after.loss:.3f}, CER {before.cer:.3f} -> {after.cer:.3f}"
+        return GuardReport(rule, len(folds), before, after, True, reason)
+
+    def enroll(self, clips: Sequence[EnrollmentClip]) -> Enrollment:
+        """Check, guard and adapt on ``clips``; never raises for a bad clip (it is left out)."""
+        started = time.perf_counter()
+        base = {name: w.clone() for name, w in self.trainer.base.items()}
+        left_out: list[tuple[str, str]] = []
+        kept: list[tuple[EnrollmentClip, str, list[int]]] = []
+        for clip in clips:
+            text = normalize_text(clip.text)
+            problem = signal_problem(clip.audio) if self.check_clips else None
+            if problem is None and not text:
+                problem = "transcript is empty after normalisation"
+            if problem:
+                left_out.append((clip.name, problem))
+            else:
+                kept.append((clip, text, encode(text)))
+
+        feature_start = time.perf_counter()
+        outputs = self.recognizer.infer([clip.audio for clip, _, _ in kept]) if kept else []
+        feature_seconds = time.perf_counter() - feature_start
+        usable = []
+        for (clip, text, ids), output in zip(kept, outputs):
+            problem = transcript_problem(output.log_probs, ids) if self.check_clips else None
+            if problem:
+                left_out.append((clip.name, problem))
+            else:
+                usable.append((clip.name, text, ids, output.features))
+        names = [u[0] for u in usable]
+        texts = [u[1] for u in usable]
+        targets = [u[2] for u in usable]
+        features = [u[3] for u in usable]
+        result = Enrollment(base, False, "", names, left_out, 0)
+        result.seconds = {"features": feature_seconds}
+        if not usable:
+            result.decision = "no usable clips: keeping the base head"
+            result.seconds["total"] = time.perf_counter() - started
+            return result
+
+        x, n = self.batch(features)
+        counts = ErrorCounts()
+        result.before = Scores(float(np.mean(self.trainer.score(base, x, n, targets, texts, counts))), counts.cer)
+        guard_start = time.perf_counter()
+        if self.use_guard:
+            result.guard = self._guard(features, targets, texts)
+            result.seconds["guard"] = time.perf_counter() - guard_start
+            if not result.guard.accepted:
+                result.after = result.before
+                result.decision = f"guard refused adaptation ({result.guard.reason}): keeping the base head"
+                result.seconds["total"] = time.perf_counter() - started
+                return result
+
+        update_start = time.perf_counter()
+        adapted, train_losses = self.trainer.adapt(x, n, targets, self.steps)
+        result.seconds["update"] = time.perf_counter() - update_start
+        counts = ErrorCounts()
+        after = Scores(float(np.mean(self.trainer.score(adapted, x, n, targets, texts, counts))), counts.cer)
+        if not _finite(adapted, train_losses) or not math.isfinite(after.loss):
+            result.after = result.before
+            result.decision = "adaptation diverged (NaN or Inf): keeping the base head"
+        elif after.loss > result.before.loss:
+            result.after = result.before
+            result.decision = f"adaptation diverged (training loss rose {result.before.loss:.3f} -> {after.loss:.3f}): keeping the base head"
+        else:
+            result.weights, result.adapted, result.after, result.steps = adapted, True, after, self.steps
+            result.decision = f"adapted the head with {self.steps} steps on {len(usable)} clips"
+        result.seconds["total"] = time.perf_counter() - started
+        return result

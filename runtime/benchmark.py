@@ -1,0 +1,269 @@
+"""Runtime benchmarks: adaptation latency, transcription speed and memory, live latency through a virtual microphone.
+
+    python -m edgemeta.runtime.benchmark --bundle BUNDLE [--clips MANIFEST|DIR] [--live] [--json OUT]
+
+Without ``--clips`` it speaks the enrollment sentences with espeak-ng. All
+timings use one thread (``--threads``). ``--live`` starts a private
+PulseAudio server with a null sink (the DESIGN.md recipe), runs
+``edgemeta-runtime listen`` on its monitor and plays each clip into it with
+``paplay``: latency is the time from the end of the clip's speech to its final
+transcript on ``listen``'s stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import queue
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from edgemeta.runtime.adapter import Adapter, EnrollmentClip
+from edgemeta.runtime.audio import SAMPLE_RATE, read_audio, write_audio
+from edgemeta.runtime.bundle import BUILTIN_BUNDLE, Bundle, load_bundle
+from edgemeta.runtime.cli import ENROLLMENT_SENTENCES
+from edgemeta.runtime.manifest import read_clips
+from edgemeta.runtime.recognizer import Recognizer
+from edgemeta.runtime.text import encode, normalize_text
+
+class VirtualMicrophoneError(RuntimeError):
+    """PulseAudio could not be started (not installed, or the server refused to run)."""
+
+
+@contextmanager
+def virtual_microphone(folder: str | Path) -> Iterator[dict[str, str]]:
+    """A private PulseAudio server whose default source is the monitor of null sink ``vmic``.
+
+    Yields the environment (``PULSE_SERVER``) under which PortAudio's
+    ``pulse`` device records what ``paplay --device=vmic`` plays; the server is
+    stopped on exit.
+    """
+    for program in ("pulseaudio", "pactl", "paplay"):
+        if shutil.which(program) is None:
+            raise VirtualMicrophoneError(f"{program} is not installed (Debian: apt install pulseaudio pulseaudio-utils)")
+    folder = Path(folder)
+    runtime = folder / "pulse"
+    (folder / "home").mkdir(parents=True, exist_ok=True)
+    (folder / "xdg").mkdir(mode=0o700, exist_ok=True)
+    server_env = dict(os.environ, HOME=str(folder / "home"), XDG_RUNTIME_DIR=str(folder / "xdg"), PULSE_RUNTIME_PATH=str(runtime))
+    command = [
+        "pulseaudio", "-n", "--daemonize=yes", "--exit-idle-time=-1", "--log-target=stderr",
+        "--load=module-null-sink sink_name=vmic", "--load=module-native-protocol-unix auth-anonymous=1",
+    ]
+    started = subprocess.run(command, env=server_env, capture_output=True, text=True, timeout=30)
+    if started.returncode != 0:
+        raise VirtualMicrophoneError(f"pulseaudio did not start (exit {started.returncode}): {started.stderr.strip()[-500:]}")
+    env = dict(os.environ, PULSE_SERVER=f"unix:{runtime / 'native'}")
+    try:
+        for _ in range(50):
+            if subprocess.run(["pactl", "set-default-source", "vmic.monitor"], env=env, capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        else:
+            raise VirtualMicrophoneError("pulseaudio started but pactl cannot reach it")
+        yield env
+    finally:
+        pid_file = runtime / "pid"
+        if pid_file.is_file():
+            try:
+                os.kill(int(pid_file.read_text().split()[0]), 15)
+            except (ProcessLookupError, ValueError):
+                pass
+
+
+def speak(texts: tuple[str, ...] | list[str], folder: Path, voice: str = "en-us") -> list[EnrollmentClip]:
+    """Clips of ``texts`` spoken by espeak-ng (``voice``), also written to ``folder`` as WAV."""
+    if shutil.which("espeak-ng") is None:
+        raise RuntimeError("espeak-ng is not installed (Debian: apt install espeak-ng)")
+    clips = []
+    for index, text in enumerate(texts):
+        path = folder / f"say-{index:02d}.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], check=True, capture_output=True)
+        clips.append(EnrollmentClip(path.name, read_audio(path), text))
+    return clips
+
+
+def speech_end(audio: np.ndarray, level: float = 0.01) -> float:
+    """Seconds from the start of ``audio`` to its last sample louder than ``level``."""
+    loud = np.flatnonzero(np.abs(audio) > level)
+    return (loud[-1] + 1) / SAMPLE_RATE if len(loud) else 0.0
+
+
+def adaptation_latency(bundle: Bundle, clips: list[EnrollmentClip], threads: int, repeats: int) -> dict:
+    """Best-of-``repeats`` seconds: the body's features for all clips, the S update steps on them, a whole guarded enrollment."""
+    torch.set_num_threads(threads)
+    adapter = Adapter(bundle, threads=threads)
+    texts = [normalize_text(c.text) for c in clips]
+    times: dict[str, list[float]] = {"features": [], "update": [], "enrollment": [], "guard": []}
+    for repeat in range(repeats + 1):  # the first round warms up
+        started = time.perf_counter()
+        outputs = adapter.recognizer.infer([c.audio for c in clips])
+        features_done = time.perf_counter()
+        x, n = adapter.batch([o.features for o in outputs])
+        adapter.trainer.adapt(x, n, [encode(t) for t in texts], adapter.steps)
+        update_done = time.perf_counter()
+        result = adapter.enroll(clips)
+        if repeat:
+            times["features"].append(features_done - started)
+            times["update"].append(update_done - features_done)
+            times["enrollment"].append(result.seconds["total"])
+            times["guard"].append(result.seconds.get("guard", float("nan")))
+    return {
+        "k": len(clips),
+        "steps": adapter.steps,
+        "threads": threads,
+        "audio_seconds": sum(len(c.audio) for c in clips) / SAMPLE_RATE,
+        "seconds": {key: min(values) for key, values in times.items()},
+        "adapted": result.adapted,
+        "decision": result.decision,
+        "loss": [result.before.loss, result.after.loss] if result.before else None,
+        "cer": [result.before.cer, result.after.cer] if result.before else None,
+    }
+
+
+def transcription_speed(bundle_path: str, files: list[Path], audio_seconds: float, threads: int) -> dict:
+    """Real-time factor and peak resident memory of an ``edgemeta-runtime transcribe`` process on ``files``."""
+    command = [sys.executable, "-m", "edgemeta.runtime", "--bundle", bundle_path, "--threads", str(threads), "transcribe", "--jsonl"]
+    subprocess.run(command + [str(files[0])], check=True, capture_output=True)  # warm the disk cache
+    started = time.perf_counter()
+    subprocess.run(command + [str(f) for f in files], check=True, capture_output=True)
+    process_seconds = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"audio_seconds": audio_seconds, "process_seconds": process_seconds, "peak_rss_mb": peak_mb}
+
+
+def inference_rtf(bundle: Bundle, clips: list[EnrollmentClip], threads: int, repeats: int) -> float:
+    """Best-of-``repeats`` real-time factor of transcribing the clips in one process (model loaded)."""
+    recognizer = Recognizer(bundle, threads=threads)
+    audio = [c.audio for c in clips]
+    recognizer.transcribe(audio)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        recognizer.transcribe(audio)
+        times.append(time.perf_counter() - started)
+    return min(times) / (sum(len(a) for a in audio) / SAMPLE_RATE)
+
+
+class ListenProcess:
+    """``edgemeta-runtime listen --jsonl`` in a subprocess; its events are collected with their arrival times."""
+
+    def __init__(self, bundle_path: str | Path, env: dict[str, str], threads: int = 1, user: str | None = None, device: str = "pulse") -> None:
+        command = [sys.executable, "-m", "edgemeta.runtime", "--bundle", str(bundle_path), "--threads", str(threads),
+                   "listen", "--device", device, "--jsonl"] + (["--user", user] if user else [])
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.events: queue.Queue[tuple[float, dict]] = queue.Queue()
+        self.stderr: list[str] = []
+        while True:
+            line = self.process.stderr.readline()
+            self.stderr.append(line)
+            if not line:
+                raise RuntimeError("listen exited before it started listening: " + "".join(self.stderr)[-2000:])
+            if "listening" in line:
+                break
+        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=lambda: self.stderr.extend(self.process.stderr), daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.events.put((time.monotonic(), json.loads(line)))
+
+    def finals(self, quiet_seconds: float = 1.5, timeout: float = 20.0) -> list[tuple[float, str]]:
+        """(arrival time, text) of the final transcripts until none has come for ``quiet_seconds``."""
+        finals: list[tuple[float, str]] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                at, event = self.events.get(timeout=quiet_seconds)
+            except queue.Empty:
+                if finals:
+                    break
+                continue
+            if event["type"] == "final":
+                finals.append((at, event["text"]))
+        return finals
+
+    def stop(self) -> int:
+        """Ctrl-C, as a user stops it; returns the exit code."""
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(timeout=30)
+
+
+def play(path: Path, env: dict[str, str], audio: np.ndarray) -> float:
+    """Play ``path`` into the virtual microphone; return the monotonic time its speech ended."""
+    subprocess.run(["paplay", "--device=vmic", str(path)], env=env, check=True)
+    return time.monotonic() - (len(audio) / SAMPLE_RATE - speech_end(audio))
+
+
+def live_latency(bundle_path: str, files: list[Path], audio: list[np.ndarray], threads: int, folder: Path) -> dict:
+    """Latency from the end of each clip's speech to its (last) final transcript, through a virtual microphone."""
+    with virtual_microphone(folder / "vmic") as env:
+        listen = ListenProcess(bundle_path, env, threads)
+        try:
+            latencies, texts = [], []
+            for path, samples in zip(files, audio):
+                speech_over = play(path, env, samples)
+                finals = listen.finals()
+                latencies.append(finals[-1][0] - speech_over if finals else float("nan"))
+                texts.append(" ".join(text for _, text in finals))
+        finally:
+            listen.stop()
+    return {"latency_seconds": latencies, "median": float(np.nanmedian(latencies)), "texts": texts}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks and print (and optionally write) one JSON object."""
+    parser = argparse.ArgumentParser(prog="python -m edgemeta.runtime.benchmark", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", default=str(BUILTIN_BUNDLE))
+    parser.add_argument("--clips", help="enrollment clips (manifest or folder); default: 10 espeak-ng sentences")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--live", action="store_true", help="also measure live latency through a virtual PulseAudio microphone")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+    bundle = load_bundle(args.bundle)
+    with tempfile.TemporaryDirectory(prefix="edgemeta-bench-") as tmp:
+        folder = Path(tmp)
+        if args.clips:
+            listed = read_clips(args.clips)[: args.k]
+            clips = [EnrollmentClip(c.audio.name, read_audio(c.audio), c.text) for c in listed]
+        else:
+            clips = speak(list(ENROLLMENT_SENTENCES[: args.k]), folder)
+        files = []
+        for index, clip in enumerate(clips):
+            files.append(folder / f"clip-{index:02d}.wav")
+            write_audio(files[-1], clip.audio)
+        audio_seconds = sum(len(c.audio) for c in clips) / SAMPLE_RATE
+        results = {
+            "bundle": str(bundle.source),
+            "digest": bundle.digest,
+            "adaptation": adaptation_latency(bundle, clips, args.threads, args.repeats),
+            "transcribe_rtf_in_process": inference_rtf(bundle, clips, args.threads, args.repeats),
+            "transcribe_process": transcription_speed(args.bundle, files, audio_seconds, args.threads),
+        }
+        if args.live:
+            results["live"] = live_latency(args.bundle, files, [c.audio for c in clips], args.threads, folder)
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

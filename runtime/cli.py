@@ -1,0 +1,437 @@
+"""``edgemeta-runtime``: enroll, transcribe and listen on the device (also ``python -m edgemeta.runtime``).
+
+Exit codes: 0 done; 1 an input could not be used (an audio file, a manifest
+or folder, a profile); 2 usage (including a bad user name); 3 a bad bundle;
+4 no usable microphone. ``enroll`` exits 0 whenever its inputs are readable,
+also when every clip was left out or the guard kept the base head.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from edgemeta.runtime.adapter import Adapter, Enrollment, EnrollmentClip
+from edgemeta.runtime.audio import SAMPLE_RATE, AudioError, read_audio
+from edgemeta.runtime.bundle import BUILTIN_BUNDLE, Bundle, BundleError, load_bundle
+from edgemeta.runtime.manifest import ManifestError, read_clips
+from edgemeta.runtime.microphone import MicrophoneError
+from edgemeta.runtime.profile_store import Profile, ProfileError, ProfileStore, StoredClip, UserNameError, check_user
+from edgemeta.runtime.recognizer import Recognizer
+
+EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_BUNDLE, EXIT_MICROPHONE = 0, 1, 2, 3, 4
+
+ENROLLMENT_SENTENCES = (
+    "The quick brown fox jumps over the lazy dog.",
+    "Please call Stella and ask her to bring these things with her from the store.",
+    "She sells sea shells by the sea shore every summer.",
+    "We will meet at seven thirty near the old train station.",
+    "My favourite colours are green, purple and bright yellow.",
+    "The weather today is cold and windy with a chance of rain.",
+    "Open the window and let some fresh air into the room.",
+    "A large bowl of hot soup is perfect on a winter evening.",
+    "How much wood would a woodchuck chuck if a woodchuck could chuck wood?",
+    "Turn left at the next corner and then drive straight ahead.",
+    "Six thick thistle sticks were lying on the path.",
+    "Jack quietly moved up front and seized the big ball of wax.",
+)
+
+EPILOG = """\
+examples:
+  edgemeta-runtime info
+  edgemeta-runtime devices
+  edgemeta-runtime enroll --user alice                       # read sentences aloud into the microphone
+  edgemeta-runtime enroll --user alice --from clips/         # audio files + same-stem .txt transcripts
+  edgemeta-runtime enroll --user alice --from alice.jsonl    # JSONL manifest: {"audio", "text"} per line
+  edgemeta-runtime transcribe --user alice meeting.wav note.flac
+  edgemeta-runtime transcribe --jsonl *.wav > transcripts.jsonl
+  edgemeta-runtime listen --user alice                       # live; Ctrl-C to stop
+  edgemeta-runtime profiles list
+  edgemeta-runtime profiles rollback alice
+  edgemeta-runtime --bundle new-bundle/ profiles migrate     # re-adapt every user for a new bundle
+  edgemeta-runtime --bundle my-bundle.tar.gz verify
+
+Profiles live under $EDGEMETA_HOME (default ${XDG_DATA_HOME:-~/.local/share}/edgemeta).
+Without --user a command uses the bundle's base head.
+exit codes: 0 ok, 1 an input could not be used, 2 usage or bad user name, 3 bad bundle, 4 no microphone.
+"""
+
+
+class CommandError(Exception):
+    """A failure to report as ``error: message`` with an exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def say(message: str) -> None:
+    """A human-readable progress or status line (stderr, so stdout stays for results)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def open_bundle(args: argparse.Namespace) -> Bundle:
+    """The bundle named by ``--bundle`` (or ``info``/``verify``'s BUNDLE; default: the built-in one), verified."""
+    try:
+        return load_bundle(getattr(args, "bundle_path", None) or args.bundle)
+    except BundleError as error:
+        raise CommandError(str(error), EXIT_BUNDLE) from None
+
+
+def user_head(store: ProfileStore, bundle: Bundle, user: str | None) -> dict[str, torch.Tensor] | None:
+    """The head for ``--user`` (``None``: the base head); refuses a damaged profile or one for another bundle."""
+    if user is None:
+        return None
+    check_user(user)
+    try:
+        return store.load(user, bundle.digest).weights
+    except ProfileError as error:
+        raise CommandError(str(error), EXIT_INPUT) from None
+
+
+# Enrollment -----------------------------------------------------------------------
+
+
+def clips_from_source(source: str) -> tuple[list[EnrollmentClip], list[tuple[str, str]]]:
+    """Readable clips of a manifest or folder, and the unreadable ones with their reasons."""
+    try:
+        listed = read_clips(source)
+    except ManifestError as error:
+        raise CommandError(str(error), EXIT_INPUT) from None
+    clips, unreadable = [], []
+    for clip in listed:
+        try:
+            clips.append(EnrollmentClip(clip.audio.name, read_audio(clip.audio, SAMPLE_RATE, max_seconds=60), clip.text))
+        except AudioError as error:
+            unreadable.append((clip.audio.name, str(error)))
+    return clips, unreadable
+
+
+def clips_from_microphone(count: int, device: str | None) -> tuple[list[EnrollmentClip], int]:
+    """Show ``count`` sentences and record each from the microphone; returns the clips and the overflow count."""
+    from edgemeta.runtime.live import record_utterance
+    from edgemeta.runtime.microphone import Microphone
+
+    clips = []
+    with Microphone(device) as microphone:
+        say(f"recording from {microphone.device['name']} at {microphone.device_rate} Hz; read each sentence, then pause")
+        for index, sentence in enumerate(ENROLLMENT_SENTENCES[:count], 1):
+            print(f"[{index}/{count}] Read aloud: {sentence}", flush=True)
+            audio = record_utterance(microphone.chunks())
+            if audio is None:
+                say(f"[{index}/{count}] no speech heard, skipping this sentence")
+            else:
+                say(f"[{index}/{count}] recorded {len(audio) / SAMPLE_RATE:.1f} s")
+                clips.append(EnrollmentClip(f"mic-{index:02d}", audio, sentence))
+    return clips, microphone.overflows
+
+
+def report_enrollment(user: str, result: Enrollment, as_json: bool) -> None:
+    """Print what enrollment did and why."""
+    if as_json:
+        print(json.dumps({"user": user, **result.to_dict()}), flush=True)
+        return
+    for name, reason in result.clips_left_out:
+        say(f"left out {name}: {reason}")
+    if result.guard is not None:
+        g = result.guard
+        say(f"guard ({g.rule}): {'accepted' if g.accepted else 'refused'}: {g.reason}")
+    say(result.decision)
+    if result.before is not None and result.after is not None:
+        say(
+            f"on the {len(result.clips_used)} enrollment clips: loss {result.before.loss:.3f} -> {result.after.loss:.3f}, "
+            f"CER {result.before.cer:.3f} -> {result.after.cer:.3f}"
+        )
+    say("time: " + ", ".join(f"{key} {value:.3f} s" for key, value in result.seconds.items()))
+
+
+def enroll_and_save(bundle: Bundle, store: ProfileStore, user: str, clips: list[EnrollmentClip], unreadable: list[tuple[str, str]], threads: int) -> tuple[Enrollment, Profile]:
+    """Adapt on ``clips`` and save the result as ``user``'s new profile (previous version kept)."""
+    result = Adapter(bundle, threads=threads).enroll(clips)
+    result.clips_left_out = unreadable + result.clips_left_out
+    profile = Profile(
+        user=user,
+        bundle_digest=bundle.digest,
+        weights=result.weights,
+        adapted=result.adapted,
+        clips=[StoredClip(c.name, c.text, c.audio) for c in clips],
+        report=result.to_dict(),
+        bundle_source=str(bundle.source),
+    )
+    return result, store.save(profile)
+
+
+def command_enroll(args: argparse.Namespace) -> int:
+    user = check_user(args.user)
+    bundle = open_bundle(args)
+    store = ProfileStore()
+    overflows = 0
+    if args.source is not None:
+        clips, unreadable = clips_from_source(args.source)
+    else:
+        clips, overflows = clips_from_microphone(args.clips, args.device)
+        unreadable = []
+    say(f"enrolling {user}: {len(clips)} readable clips, {bundle.inner_steps} steps, bundle {bundle.source}")
+    result, profile = enroll_and_save(bundle, store, user, clips, unreadable, args.threads)
+    report_enrollment(user, result, args.json)
+    if overflows:
+        say(f"warning: {overflows} microphone input overflows (audio was lost); re-enroll if the clips sound choppy")
+    say(f"saved profile {user} version {profile.version} ({'adapted head' if profile.adapted else 'base head'})")
+    return EXIT_OK
+
+
+# Transcription --------------------------------------------------------------------
+
+
+def command_transcribe(args: argparse.Namespace) -> int:
+    bundle = open_bundle(args)
+    head = user_head(ProfileStore(), bundle, args.user)
+    recognizer = Recognizer(bundle, head, threads=args.threads)
+    code = EXIT_OK
+    group = 16  # files read and batched together
+    with tqdm(total=len(args.files), desc="transcribing", unit="file", disable=None, file=sys.stderr) as progress:
+        for first in range(0, len(args.files), group):
+            names = args.files[first : first + group]
+            for name, result in zip(names, recognizer.transcribe_files(names)):
+                if isinstance(result, AudioError):
+                    code = EXIT_INPUT
+                    if args.jsonl:
+                        print(json.dumps({"audio": name, "error": str(result)}), flush=True)
+                    else:
+                        say(f"error: {result}")
+                elif args.jsonl:
+                    line = {"audio": name, "text": result.text}
+                    if args.timestamps:
+                        line["segments"] = result.to_dict()["segments"]
+                    print(json.dumps(line), flush=True)
+                elif args.timestamps:
+                    for s in result.segments:
+                        print(f"{name} [{s.start:7.2f} - {s.end:7.2f}] {s.text}", flush=True)
+                else:
+                    print(result.text if len(args.files) == 1 else f"{name}: {result.text}", flush=True)
+            progress.update(len(names))
+    return code
+
+
+def command_listen(args: argparse.Namespace) -> int:
+    from edgemeta.runtime.live import LiveTranscriber
+    from edgemeta.runtime.microphone import Microphone
+
+    bundle = open_bundle(args)
+    head = user_head(ProfileStore(), bundle, args.user)
+    live = LiveTranscriber(bundle, head, threads=args.threads)
+
+    def show(event) -> None:
+        if args.jsonl:
+            print(json.dumps(event.to_dict()), flush=True)
+        elif event.kind == "final":
+            print(event.text, flush=True)
+        elif sys.stderr.isatty():
+            print(f"\r\033[K... {event.text}", end="", file=sys.stderr, flush=True)
+
+    microphone = Microphone(args.device)
+    mode = "streaming graph" if live.streaming else "whole-utterance model"
+    try:
+        with microphone:
+            say(f"listening on {microphone.device['name']} ({microphone.device_rate} Hz -> {SAMPLE_RATE} Hz, {mode}); Ctrl-C to stop")
+            for chunk in microphone.chunks():
+                for event in live.feed(chunk):
+                    show(event)
+    except KeyboardInterrupt:
+        for event in live.finish():
+            show(event)
+    say(f"stopped; {microphone.overflows} input overflows")
+    return EXIT_OK
+
+
+def command_devices(args: argparse.Namespace) -> int:
+    from edgemeta.runtime.microphone import input_devices
+
+    devices = input_devices()
+    if not devices:
+        raise CommandError("no input device found", EXIT_MICROPHONE)
+    for d in devices:
+        print(f"{'*' if d['default'] else ' '} {d['index']:3d}  {d['name']}  ({d['channels']} ch, {d['rate']} Hz)")
+    return EXIT_OK
+
+
+# Bundle ---------------------------------------------------------------------------
+
+
+def command_info(args: argparse.Namespace) -> int:
+    bundle = open_bundle(args)
+    if args.json:
+        print(json.dumps({"source": str(bundle.source), "digest": bundle.digest, "manifest": bundle.manifest}, indent=2))
+        return EXIT_OK
+    m, p = bundle.manifest, bundle.provenance
+    head_size = sum(int(np.prod(param.shape)) for param in bundle.head_parameters)
+    lines = [
+        f"bundle        {bundle.source}",
+        f"digest        {bundle.digest}",
+        f"format        {m['format_version']}, {bundle.sample_rate} Hz, {len(bundle.vocabulary)} symbols",
+        f"model         {json.dumps(bundle.model_config)}",
+        f"head          {', '.join(bundle.head_names)} ({head_size} values, features {bundle.feature_size})",
+        f"adaptation    {json.dumps(bundle.adaptation)}, {bundle.inner_steps} steps",
+        f"streaming     {'yes, ' + str(bundle.streaming['chunk_samples']) + ' samples per chunk' if bundle.streaming else 'no'}",
+        f"int8          {'yes' if bundle.has_int8 else 'no'}",
+        f"recipe        {p.get('recipe')}",
+        f"created       {p.get('created')}, {p.get('training_seconds')} s of training, torch {p.get('torch_version')}",
+        f"training      {len(bundle.training_speakers)} speakers; data {json.dumps(p.get('data'))}",
+        "files         " + ", ".join(f"{name} ({(bundle.path / name).stat().st_size} B)" for name in m["files"]),
+    ]
+    print("\n".join(lines))
+    return EXIT_OK
+
+
+def command_verify(args: argparse.Namespace) -> int:
+    bundle = open_bundle(args)
+    try:
+        session = bundle.session(threads=args.threads)
+        second = np.zeros((1, bundle.sample_rate), dtype=np.float32)
+        log_probs, features, frames = session.run(None, {"waveform": second, "lengths": np.array([second.shape[1]])})
+        head = bundle.load_head()
+        bundle.head_weights(), bundle.rates()
+        with torch.no_grad():
+            logits = head(torch.from_numpy(features))
+        if bundle.streaming:
+            bundle.stream_session(threads=args.threads)
+    except BundleError as error:
+        raise CommandError(str(error), EXIT_BUNDLE) from None
+    gap = float(np.abs(torch.log_softmax(logits, -1).numpy() - log_probs).max())
+    if not np.isfinite(log_probs).all() or gap > 1e-3:
+        raise CommandError(f"{bundle.source}: model.onnx and head.pt disagree (max |Δ log-prob| {gap:.2e})", EXIT_BUNDLE)
+    print(f"ok: {bundle.source} (digest {bundle.digest[:12]}): every file matches its sha256, the models load and agree")
+    return EXIT_OK
+
+
+# Profiles -------------------------------------------------------------------------
+
+
+def command_profiles(args: argparse.Namespace) -> int:
+    store = ProfileStore()
+    users = [check_user(u) for u in args.users]
+    try:
+        if args.action == "list":
+            users = store.users()
+            if not users:
+                say(f"no profiles under {store.root}")
+            for user in users:
+                try:
+                    p = store.load(user)
+                    print(f"{user}\tversion {p.version}\t{'adapted' if p.adapted else 'base head'}\t{p.created}\tbundle {p.bundle_digest[:12]}")
+                except ProfileError as error:
+                    print(f"{user}\tunusable: {error}")
+            return EXIT_OK
+        if args.action == "show":
+            for user in users:
+                print(json.dumps(store.load(user).summary(), indent=2))
+        elif args.action == "rollback":
+            for user in users:
+                p = store.rollback(user)
+                say(f"{user}: version {p.version} is current again")
+        elif args.action == "delete":
+            for user in users:
+                store.delete(user)
+                say(f"{user}: profile and enrollment clips deleted")
+        elif args.action == "migrate":
+            return migrate(args, store, users or store.users())
+    except ProfileError as error:
+        raise CommandError(str(error), EXIT_INPUT) from None
+    return EXIT_OK
+
+
+def migrate(args: argparse.Namespace, store: ProfileStore, users: list[str]) -> int:
+    """Re-adapt each user's kept enrollment clips on this bundle."""
+    bundle = open_bundle(args)
+    for user in users:
+        old = store.load(user)
+        if old.bundle_digest == bundle.digest:
+            say(f"{user}: already made for this bundle")
+            continue
+        clips = [EnrollmentClip(c.name, c.audio, c.text) for c in old.clips]
+        result, profile = enroll_and_save(bundle, store, user, clips, [], args.threads)
+        say(f"{user}: {result.decision}; version {profile.version} (rollback restores the old bundle's profile)")
+    return EXIT_OK
+
+
+# Parser ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgemeta-runtime",
+        description="Speech recognition that adapts to its user, on the device.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--bundle", default=str(BUILTIN_BUNDLE), metavar="PATH", help="bundle directory or .tar/.tar.gz (default: the built-in one)")
+    parser.add_argument("--threads", type=int, default=1, metavar="N", help="CPU threads for onnxruntime and torch (default 1)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str, example: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}", formatter_class=argparse.RawDescriptionHelpFormatter)
+        sub.set_defaults(func=func)
+        return sub
+
+    add("devices", command_devices, "list microphones (input devices)", "edgemeta-runtime devices")
+    sub = add("info", command_info, "describe the bundle", "edgemeta-runtime --bundle my-bundle/ info")
+    sub.add_argument("bundle_path", nargs="?", metavar="BUNDLE", help="the bundle to describe (same as --bundle)")
+    sub.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    sub = add("verify", command_verify, "check the bundle's hashes and that its models load and agree", "edgemeta-runtime --bundle my-bundle.tar.gz verify")
+    sub.add_argument("bundle_path", nargs="?", metavar="BUNDLE", help="the bundle to check (same as --bundle)")
+
+    sub = add("enroll", command_enroll, "adapt to a user from the microphone or from recorded clips", "edgemeta-runtime enroll --user alice --from clips/")
+    sub.add_argument("--user", required=True, help="user name ([A-Za-z0-9_.-], up to 64)")
+    sub.add_argument("--from", dest="source", metavar="MANIFEST|DIR", help="JSONL manifest or folder of audio + same-stem .txt (default: record from the microphone)")
+    sub.add_argument("--clips", type=int, default=10, metavar="N", help="sentences to record from the microphone (default 10)")
+    sub.add_argument("--device", help="microphone name or index (default: the system's default input)")
+    sub.add_argument("--json", action="store_true", help="print the enrollment's numbers as one JSON object")
+
+    sub = add("transcribe", command_transcribe, "transcribe audio files", "edgemeta-runtime transcribe --user alice --jsonl a.wav b.flac")
+    sub.add_argument("--user", help="use this user's adapted head (default: the base head)")
+    sub.add_argument("--jsonl", action="store_true", help='one JSON line per file: {"audio", "text"} or {"audio", "error"}')
+    sub.add_argument("--timestamps", action="store_true", help="also give the voice-activity segments with start and end times")
+    sub.add_argument("files", nargs="+", metavar="FILE")
+
+    sub = add("listen", command_listen, "transcribe the microphone live (Ctrl-C to stop)", "edgemeta-runtime listen --user alice")
+    sub.add_argument("--user", help="use this user's adapted head (default: the base head)")
+    sub.add_argument("--device", help="microphone name or index (default: the system's default input)")
+    sub.add_argument("--jsonl", action="store_true", help='print every partial and final transcript as {"type", "text", "start", "end"}')
+
+    sub = add("profiles", command_profiles, "list, show, roll back, delete or migrate user profiles", "edgemeta-runtime profiles show alice")
+    sub.add_argument("action", choices=("list", "show", "rollback", "delete", "migrate"))
+    sub.add_argument("users", nargs="*", metavar="USER", help="users to act on (migrate: default every user)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``edgemeta-runtime``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "profiles" and args.action in ("show", "rollback", "delete") and not args.users:
+        parser.error(f"profiles {args.action} needs at least one USER")
+    torch.set_num_threads(max(args.threads, 1))
+    try:
+        return args.func(args)
+    except UserNameError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except MicrophoneError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_MICROPHONE
+    except CommandError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

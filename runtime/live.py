@@ -1,0 +1,217 @@
+"""Live transcription: voice-activity endpointing, partial transcripts while speaking, a final one per utterance.
+
+With a streaming graph in the bundle (unidirectional models), audio goes
+through ``stream.onnx`` chunk by chunk as it arrives, carrying the graph's
+state, so the final transcript only waits for the last chunk. Without one,
+the utterance so far is re-run through ``model.onnx`` every
+``partial_seconds`` and once at its end. Either way a user's adapted head is
+fed by name, as for files.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Mapping
+
+import numpy as np
+import torch
+
+from edgemeta.runtime.audio import SAMPLE_RATE
+from edgemeta.runtime.bundle import Bundle
+from edgemeta.runtime.ctc_decode import greedy_decode
+from edgemeta.runtime.recognizer import Recognizer
+from edgemeta.runtime.vad import Endpointer
+
+ENDPOINT_SILENCE_SECONDS = 0.25
+PARTIAL_SECONDS = 0.5
+MAX_UTTERANCE_SECONDS = 20.0
+HISTORY_SECONDS = 1.0  # audio kept before speech starts (the VAD reports starts late)
+
+
+@dataclass
+class LiveEvent:
+    """A partial or final transcript; ``start``/``end`` in seconds since the stream began, ``at`` a monotonic clock time."""
+
+    kind: str
+    text: str
+    start: float
+    end: float
+    at: float
+
+    def to_dict(self) -> dict:
+        """Plain data for JSON output."""
+        return {"type": self.kind, "text": self.text, "start": round(self.start, 3), "end": round(self.end, 3)}
+
+
+class _AudioHistory:
+    """Recent audio addressed by absolute sample position (a growing buffer, trimmed from the front)."""
+
+    def __init__(self) -> None:
+        self.buffer = np.zeros(4 * SAMPLE_RATE, dtype=np.float32)
+        self.size = 0
+        self.first = 0  # absolute position of buffer[0]
+
+    @property
+    def end(self) -> int:
+        """Absolute position after the last sample."""
+        return self.first + self.size
+
+    def append(self, chunk: np.ndarray) -> None:
+        if self.size + len(chunk) > len(self.buffer):
+            self.buffer = np.concatenate([self.buffer[: self.size], np.zeros(max(len(self.buffer), len(chunk)), dtype=np.float32)])
+        self.buffer[self.size : self.size + len(chunk)] = chunk
+        self.size += len(chunk)
+
+    def slice(self, start: int, end: int) -> np.ndarray:
+        return self.buffer[min(max(start - self.first, 0), self.size) : min(max(end - self.first, 0), self.size)].copy()
+
+    def forget_before(self, position: int) -> None:
+        cut = position - self.first
+        if cut > SAMPLE_RATE:  # trim in steps, not on every chunk
+            self.buffer[: self.size - cut] = self.buffer[cut : self.size]
+            self.size -= cut
+            self.first = position
+
+
+class _StreamDecoder:
+    """The bundle's streaming graph: feed audio in chunks, carry state, decode the log-probs so far."""
+
+    def __init__(self, bundle: Bundle, head_feeds: Mapping[str, np.ndarray], threads: int) -> None:
+        self.bundle = bundle
+        self.session = bundle.stream_session(threads=threads)
+        self.chunk = int(bundle.streaming["chunk_samples"])
+        self.multiple = int(bundle.streaming.get("chunk_multiple", self.chunk))  # the last chunk may be shorter
+        self.head_feeds = dict(head_feeds)
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = self.bundle.initial_stream_state()
+        self.pending = np.zeros(0, dtype=np.float32)
+        self.log_probs: list[np.ndarray] = []
+
+    def push(self, audio: np.ndarray, last: bool = False) -> None:
+        self.pending = np.concatenate([self.pending, audio.astype(np.float32, copy=False)])
+        if last:
+            self.pending = np.concatenate([self.pending, np.zeros(-len(self.pending) % self.multiple, dtype=np.float32)])
+        state_names = list(self.state)
+        while len(self.pending) >= self.chunk or (last and len(self.pending)):
+            chunk, self.pending = self.pending[: self.chunk], self.pending[self.chunk :]
+            outputs = self.session.run(
+                ["log_probs", *[f"new_{name}" for name in state_names]],
+                {"chunk": chunk[None], **self.state, **self.head_feeds},
+            )
+            self.log_probs.append(outputs[0][0])
+            self.state = dict(zip(state_names, outputs[1:]))
+
+    def text(self) -> str:
+        return greedy_decode(np.concatenate(self.log_probs)) if self.log_probs else ""
+
+
+class LiveTranscriber:
+    """Turns a stream of 16 kHz audio chunks into partial and final transcripts (see the module docstring)."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        head: Mapping[str, torch.Tensor] | None = None,
+        threads: int = 1,
+        silence_seconds: float = ENDPOINT_SILENCE_SECONDS,
+        partial_seconds: float = PARTIAL_SECONDS,
+        max_utterance_seconds: float = MAX_UTTERANCE_SECONDS,
+    ) -> None:
+        self.endpointer = Endpointer(silence_seconds)
+        self.partial_samples = int(partial_seconds * SAMPLE_RATE)
+        self.max_samples = int(max_utterance_seconds * SAMPLE_RATE)
+        self.history = _AudioHistory()
+        head_feeds = {} if head is None else bundle.head_inputs(head)
+        self.streaming = bundle.streaming is not None
+        if self.streaming:
+            self.stream = _StreamDecoder(bundle, head_feeds, threads)
+        else:
+            self.recognizer = Recognizer(bundle, head, threads=threads)
+        self.utterance_start: int | None = None
+        self.fed = 0  # streaming: absolute position up to which audio went into the graph
+        self.last_partial_at = 0
+        self.last_partial = ""
+
+    def _begin(self, start: int) -> None:
+        self.utterance_start, self.fed, self.last_partial_at, self.last_partial = start, start, start, ""
+        if self.streaming:
+            self.stream.reset()
+
+    def _text_until(self, end: int, last: bool) -> str:
+        if self.streaming:
+            self.stream.push(self.history.slice(self.fed, end), last=last)
+            self.fed = end
+            return self.stream.text()
+        audio = self.history.slice(self.utterance_start, end)
+        return greedy_decode(self.recognizer.infer([audio])[0].log_probs) if len(audio) else ""
+
+    def _final(self, end: int) -> LiveEvent:
+        text = self._text_until(end, last=True)
+        event = LiveEvent("final", text, self.utterance_start / SAMPLE_RATE, end / SAMPLE_RATE, time.monotonic())
+        self.utterance_start = None
+        return event
+
+    def feed(self, chunk: np.ndarray) -> list[LiveEvent]:
+        """Take the next chunk of 16 kHz audio; return the transcripts it completes."""
+        chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
+        self.history.append(chunk)
+        events = []
+        for kind, position in self.endpointer.feed(chunk):
+            if kind == "start" and self.utterance_start is None:
+                self._begin(position)
+            elif kind == "end" and self.utterance_start is not None:
+                events.append(self._final(max(position, self.utterance_start)))
+        now = self.history.end
+        if self.utterance_start is not None:
+            if now - self.utterance_start >= self.max_samples:
+                events.append(self._final(now))
+                self._begin(now)
+            elif self.streaming or now - self.last_partial_at >= self.partial_samples:
+                text = self._text_until(now, last=False)
+                self.last_partial_at = now
+                if text != self.last_partial:
+                    self.last_partial = text
+                    events.append(LiveEvent("partial", text, self.utterance_start / SAMPLE_RATE, now / SAMPLE_RATE, time.monotonic()))
+        keep_from = now - int(HISTORY_SECONDS * SAMPLE_RATE)
+        self.history.forget_before(keep_from if self.utterance_start is None else min(keep_from, self.utterance_start))
+        return events
+
+    def finish(self) -> list[LiveEvent]:
+        """End of input: the final transcript of an utterance still open, if any."""
+        return [self._final(self.history.end)] if self.utterance_start is not None else []
+
+    def run(self, chunks: Iterable[np.ndarray]) -> Iterator[LiveEvent]:
+        """Events for a whole stream of chunks (the last utterance is closed when the stream ends)."""
+        for chunk in chunks:
+            yield from self.feed(chunk)
+        yield from self.finish()
+
+
+def record_utterance(
+    chunks: Iterator[np.ndarray],
+    wait_seconds: float = 10.0,
+    max_seconds: float = 15.0,
+    silence_seconds: float = 0.8,
+) -> np.ndarray | None:
+    """One spoken utterance from a stream of 16 kHz chunks: from speech start to ``silence_seconds`` of silence.
+
+    ``None`` when nobody speaks within ``wait_seconds``; cut at ``max_seconds``.
+    """
+    endpointer = Endpointer(silence_seconds)
+    history = _AudioHistory()
+    start: int | None = None
+    for chunk in chunks:
+        history.append(chunk)
+        for kind, position in endpointer.feed(chunk):
+            if kind == "start" and start is None:
+                start = position
+            elif kind == "end" and start is not None:
+                return history.slice(start, position)
+        if start is None and history.end > wait_seconds * SAMPLE_RATE:
+            return None
+        if start is not None and history.end - start > max_seconds * SAMPLE_RATE:
+            return history.slice(start, history.end)
+    return history.slice(start, history.end) if start is not None else None

@@ -1,0 +1,75 @@
+"""One exported tiny bundle shared by every export, bundle and streaming test of a session.
+
+Import the fixtures into a test module (``from export_fixtures import bundle_dir, ...``).
+pytest would build an imported session fixture once per importing module, so
+the export itself is cached here, module-wide.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint
+from edgemeta.export_command import add_parser
+from edgemeta.model import SpeechRecognizer
+
+_EXPORTED: dict[str, Path] = {}
+
+
+def run_export_command(argv: list[str]) -> int:
+    """``edgemeta export ARGV...`` through the subcommand's own parser (independent of other subcommands)."""
+    parser = argparse.ArgumentParser(prog="edgemeta")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["export", *argv])
+    return args.func(args)
+
+
+def export_once(checkpoint: Path, folder_factory: pytest.TempPathFactory) -> Path:
+    """Export ``checkpoint`` with int8 and an archive through the CLI, the first time only."""
+    if "bundle" not in _EXPORTED:
+        out = folder_factory.mktemp("bundle") / "tiny"
+        assert run_export_command([str(checkpoint), str(out), "--int8", "--archive"]) == 0
+        _EXPORTED["bundle"] = out
+    return _EXPORTED["bundle"]
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The exported bundle directory (read-only: copy it with :func:`copy_bundle` to change it)."""
+    return export_once(tiny_checkpoint, tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def bundle_archive(bundle_dir: Path) -> Path:
+    """The ``.tar.gz`` written next to the bundle by ``--archive``."""
+    return bundle_dir.with_name(bundle_dir.name + ".tar.gz")
+
+
+@pytest.fixture
+def exported_model(tiny_checkpoint: Path) -> SpeechRecognizer:
+    """The PyTorch model the bundle was exported from."""
+    return model_from_checkpoint(load_checkpoint(tiny_checkpoint)).eval()
+
+
+def copy_bundle(bundle_dir: Path, folder: Path) -> Path:
+    """A private, writable copy of the bundle directory."""
+    return Path(shutil.copytree(bundle_dir, folder / bundle_dir.name))
+
+
+def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, frames: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
+    """Mean CTC loss of batch-first log-probabilities."""
+    return torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), targets, frames, target_lengths, zero_infinity=True)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """PyTorch on one thread, as the device runs it; a 2-thread GRU on a busy 2-core machine is many times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -1,0 +1,174 @@
+"""The device-side reader: verification, archives, parts, and the runtime's import rule."""
+
+from __future__ import annotations
+
+import gc
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint
+from edgemeta.export.bundle_writer import write_archive
+from edgemeta.runtime.bundle import BUILTIN_BUNDLE, FORMAT_VERSION, BundleError, load_bundle, manifest_checksum
+from export_fixtures import bundle_archive, bundle_dir, copy_bundle, one_torch_thread  # noqa: F401 (fixtures)
+from conftest import REPO
+
+
+def bundle_files(bundle_dir: Path) -> list[str]:
+    return sorted(p.name for p in bundle_dir.iterdir())
+
+
+def test_parts_match_the_checkpoint(bundle_dir: Path, tiny_checkpoint: Path) -> None:
+    bundle = load_bundle(bundle_dir)
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    model = model_from_checkpoint(checkpoint)
+    weights, rates = bundle.head_weights(), bundle.rates()
+    assert list(weights) == bundle.head_names == list(rates)
+    for name in bundle.head_names:
+        assert torch.equal(weights[name], model.state_dict()[name])
+        assert torch.equal(rates[name], checkpoint["rates"][name])
+    assert bundle.sample_rate == 16000 and bundle.vocabulary[0] == "<blank>"
+    head = bundle.load_head()
+    assert [name for name, _ in head.named_parameters()] == bundle.head_names
+    features = torch.randn(2, 7, bundle.feature_size)
+    torch.testing.assert_close(head(features), model.head(features), rtol=0, atol=0)
+    assert len(bundle.digest) == 64 and bundle.manifest["checksum"] == manifest_checksum(bundle.manifest)
+    assert all(path.stat().st_mode & 0o444 == 0o444 for path in [bundle_dir, *bundle_dir.iterdir()]), "a bundle is world-readable"
+
+
+@pytest.mark.parametrize(
+    "name", ["manifest.json", "model.onnx", "stream.onnx", "weights.bin", "model.int8.onnx", "head.pt", "head.safetensors", "rates.safetensors"]
+)
+def test_a_changed_byte_is_caught_and_names_the_file(bundle_dir: Path, tmp_path: Path, name: str) -> None:
+    copy = copy_bundle(bundle_dir, tmp_path)
+    data = bytearray((copy / name).read_bytes())
+    if name == "manifest.json":  # a changed value that still parses: only the checksum can tell
+        data = bytearray(bytes(data).replace(b'"inner_steps": 3', b'"inner_steps": 4'))
+    else:
+        data[len(data) // 2] ^= 0x01
+    (copy / name).write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=name.replace(".", r"\.")):
+        load_bundle(copy)
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "model.onnx", "head.pt", "rates.safetensors"])
+def test_a_missing_file_is_caught_and_named(bundle_dir: Path, tmp_path: Path, name: str) -> None:
+    copy = copy_bundle(bundle_dir, tmp_path)
+    (copy / name).unlink()
+    with pytest.raises(BundleError, match=f"{name.replace('.', '[.]')} is missing"):
+        load_bundle(copy)
+
+
+def test_unknown_format_version_is_refused(bundle_dir: Path, tmp_path: Path) -> None:
+    copy = copy_bundle(bundle_dir, tmp_path)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["format_version"] = FORMAT_VERSION + 1
+    manifest["checksum"] = manifest_checksum(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"manifest\.json has format_version 2"):
+        load_bundle(copy)
+
+
+def test_a_required_file_must_be_listed(bundle_dir: Path, tmp_path: Path) -> None:
+    copy = copy_bundle(bundle_dir, tmp_path)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    del manifest["files"]["head.pt"]
+    manifest["checksum"] = manifest_checksum(manifest)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"does not list head\.pt"):
+        load_bundle(copy)
+
+
+def test_files_are_checked_again_when_loaded(bundle_dir: Path, tmp_path: Path) -> None:
+    copy = copy_bundle(bundle_dir, tmp_path)
+    bundle = load_bundle(copy)
+    data = bytearray((copy / "head.pt").read_bytes())
+    data[100] ^= 0xFF
+    (copy / "head.pt").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"head\.pt is corrupt"):
+        bundle.load_head()
+    (copy / "model.onnx").unlink()
+    with pytest.raises(BundleError, match=r"model\.onnx is missing"):
+        bundle.session()
+
+
+def test_archive_round_trip(bundle_dir: Path, bundle_archive: Path, tmp_path: Path) -> None:
+    plain = load_bundle(bundle_dir)
+    for archive in (bundle_archive, write_archive(bundle_dir, tmp_path / "tiny.tar")):
+        with tarfile.open(archive) as tar:
+            assert sorted(Path(n).name for n in tar.getnames() if "/" in n) == bundle_files(bundle_dir)
+        packed = load_bundle(archive)
+        assert packed.digest == plain.digest and packed.source == archive
+        for name, weight in plain.head_weights().items():
+            assert torch.equal(packed.head_weights()[name], weight)
+        clip = np.random.default_rng(0).normal(0, 0.1, (1, 3200)).astype(np.float32)
+        feeds = {"waveform": clip, "lengths": np.array([3200])}
+        np.testing.assert_array_equal(packed.session().run(None, feeds)[0], plain.session().run(None, feeds)[0])
+        unpacked = packed.path
+        del packed
+        gc.collect()
+        assert not unpacked.exists(), "the temporary copy of an archive outlived its Bundle"
+
+
+def test_corrupt_archives_are_refused(bundle_dir: Path, bundle_archive: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.tar.gz"
+    broken.write_bytes(bundle_archive.read_bytes()[:2000])
+    with pytest.raises(BundleError, match="broken.tar.gz"):
+        load_bundle(broken)
+    with pytest.raises(BundleError, match="no such bundle"):
+        load_bundle(tmp_path / "absent")
+    (tmp_path / "model.zip").write_bytes(b"PK")
+    with pytest.raises(BundleError, match="not a bundle"):
+        load_bundle(tmp_path / "model.zip")
+
+
+def test_sessions_threads_and_streaming_state(bundle_dir: Path) -> None:
+    bundle = load_bundle(bundle_dir)
+    session = bundle.session(threads=2)
+    assert session.get_session_options().intra_op_num_threads == 2
+    assert bundle.has_int8 and bundle.session(int8=True) is not None
+    stream = bundle.stream_session()
+    state = bundle.initial_stream_state(batch=3)
+    assert [i.name for i in stream.get_inputs()] == ["chunk", *state]
+    assert [o.name for o in stream.get_outputs()][2:] == ["new_" + name for name in state]
+    assert all(value.shape[0] == 3 and not value.any() for value in state.values())
+    with pytest.raises(KeyError, match="head.nope"):
+        bundle.head_inputs({"head.nope": torch.zeros(1)})
+
+
+def test_builtin_bundle_path() -> None:
+    assert BUILTIN_BUNDLE == REPO / "runtime" / "builtin"
+
+
+def test_reader_needs_no_trainer_onnx_or_torchaudio(bundle_archive: Path) -> None:
+    """Load, verify, run and step a bundle with onnx, torchaudio and every trainer module unimportable."""
+    script = f"""
+import sys
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("onnx", "torchaudio", "onnxscript") or (
+            name.startswith("edgemeta.") and not name.startswith("edgemeta.runtime")
+        ):
+            raise ImportError("forbidden on the device: " + name)
+sys.meta_path.insert(0, Refuse())
+import numpy as np, torch
+from edgemeta.runtime.bundle import load_bundle
+from edgemeta.runtime.update_rule import sgd_update_
+bundle = load_bundle({str(bundle_archive)!r})
+_, features, _ = bundle.session().run(None, {{"waveform": np.zeros((1, 3200), np.float32), "lengths": np.array([3200])}})
+head = bundle.load_head()
+params = dict(head.named_parameters())
+loss = head(torch.from_numpy(features)).logsumexp(-1).mean()
+sgd_update_(params, dict(zip(params, torch.autograd.grad(loss, list(params.values())))), bundle.rates())
+bundle.stream_session().run(None, {{"chunk": np.zeros((1, 640), np.float32), **bundle.initial_stream_state(), **bundle.head_inputs(params)}})
+print("ok", sorted(m for m in sys.modules if m.startswith("edgemeta")))
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("ok")

@@ -1,0 +1,179 @@
+"""Meta-learning algorithms on a tiny model: exact gradients, first vs second order, adaptation itself."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint, new_checkpoint
+from edgemeta.corpus import Utterance
+from edgemeta.meta_learning import (
+    AdaptedPart,
+    AlgorithmConfig,
+    LearnedRates,
+    adapt_head,
+    encode_clips,
+    inner_loop,
+    query_loss_after_adaptation,
+    task_loss,
+    transcribe,
+)
+from edgemeta.model import SpeechRecognizer
+from edgemeta.runtime.update_rule import sgd_update_
+
+TEXTS = ["ab", "ba", "abc", "cab", "a b", "bca"]
+
+
+def utterances(speaker: str, count: int, seed: int = 0) -> list[Utterance]:
+    """Noise clips of 0.3-0.4 s with short transcripts: enough for CTC, fast on a tiny model."""
+    rng = np.random.default_rng(seed)
+    return [
+        Utterance((0.1 * rng.standard_normal(4800 + 800 * (i % 3))).astype(np.float32), TEXTS[i % len(TEXTS)], speaker, f"{speaker}/{i}")
+        for i in range(count)
+    ]
+
+
+def _objective(model: SpeechRecognizer, rates: LearnedRates | float, config: AlgorithmConfig, clips: list[Utterance], k: int) -> torch.Tensor:
+    """The episode's meta-objective: body once, inner loop on ``clips[:k]``, query loss on the rest."""
+    part = AdaptedPart(model, config.scope)
+    batch = encode_clips(part, clips)
+    support, query = batch.rows(list(range(k))), batch.rows(list(range(k, len(clips))))
+    return query_loss_after_adaptation(part, rates() if isinstance(rates, LearnedRates) else rates, support, query, config)[0]
+
+
+def _directional_check(objective, tensors: list[torch.Tensor], gradients: list[torch.Tensor], seed: int, eps: float = 1e-6) -> tuple[float, float]:
+    """``<∇f, v>`` from autograd and ``(f(x + εv) − f(x − εv)) / 2ε`` for a random direction ``v``."""
+    generator = torch.Generator().manual_seed(seed)
+    directions = [torch.randn(t.shape, generator=generator, dtype=t.dtype) for t in tensors]
+    analytic = sum(float((g * v).sum()) for g, v in zip(gradients, directions))
+    values = []
+    for sign in (1.0, -1.0):
+        with torch.no_grad():
+            for t, v in zip(tensors, directions):
+                t.add_(sign * eps * v)
+        values.append(objective().item())
+        with torch.no_grad():
+            for t, v in zip(tensors, directions):
+                t.sub_(sign * eps * v)
+    return analytic, (values[0] - values[1]) / (2 * eps)
+
+
+@pytest.fixture
+def double_model(tiny_model: SpeechRecognizer) -> SpeechRecognizer:
+    return tiny_model.double()
+
+
+def test_meta_sgd_gradients_match_finite_differences(double_model: SpeechRecognizer) -> None:
+    """Exact (second-order) Meta-SGD: d(query loss after 2 steps)/d(λ, head init, body) against finite differences."""
+    config = AlgorithmConfig("meta-sgd", inner_steps=2, scope="head")
+    part = AdaptedPart(double_model)
+    rates = LearnedRates({n: p.shape for n, p in part.params().items()}, 0.05, "softplus", torch.float64)
+    clips = utterances("s", 6)
+    objective = lambda: _objective(double_model, rates, config, clips, k=3)  # noqa: E731
+    groups = {
+        "rates": list(rates.parameters()),
+        "head": list(double_model.head.parameters()),
+        "body": [double_model.subsample.weight, double_model.gru.weight_hh_l0],
+    }
+    loss = objective()
+    everything = [t for group in groups.values() for t in group]
+    gradients = dict(zip(map(id, everything), torch.autograd.grad(loss, everything)))
+    for seed, (name, tensors) in enumerate(groups.items()):
+        analytic, numeric = _directional_check(objective, tensors, [gradients[id(t)] for t in tensors], seed)
+        assert abs(analytic) > 1e-6, name
+        assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-9), name
+
+
+def test_second_order_differs_from_first_order_by_the_hessian_term(double_model: SpeechRecognizer) -> None:
+    """MAML with one step: ∇θ_second − ∇θ_first = −α H_support(θ) ∇L_query(θ'), and it is not small.
+
+    Meta-SGD's λ-gradient, in contrast, is the same in both for one step (−∇L_support(θ) ⊙ ∇L_query(θ')).
+    """
+    alpha, clips = 0.3, utterances("s", 6)
+    head = list(double_model.head.parameters())
+    with torch.no_grad():
+        part = AdaptedPart(double_model)
+        batch = encode_clips(part, clips)
+    support, query = batch.rows([0, 1, 2]), batch.rows([3, 4, 5])
+
+    def head_gradient(method: str) -> list[torch.Tensor]:
+        loss = query_loss_after_adaptation(part, alpha, support, query, AlgorithmConfig(method, inner_steps=1))[0]
+        return list(torch.autograd.grad(loss, head))
+
+    second, first = head_gradient("maml"), head_gradient("fomaml")
+    params = part.params()
+    adapted = inner_loop(part, params, alpha, support, 1)
+    query_grad = torch.autograd.grad(task_loss(part, adapted, query), list(adapted.values()))
+    support_grad = torch.autograd.grad(task_loss(part, params, support, twice_differentiable=True), head, create_graph=True)
+    hessian_term = torch.autograd.grad(sum((g * q).sum() for g, q in zip(support_grad, query_grad)), head)
+    difference = torch.cat([(s - f).flatten() for s, f in zip(second, first)])
+    expected = torch.cat([(-alpha * h).flatten() for h in hessian_term])
+    torch.testing.assert_close(difference, expected, rtol=1e-6, atol=1e-10)
+    assert difference.norm() > 0.05 * torch.cat([s.flatten() for s in second]).norm()
+
+    rates = LearnedRates({n: p.shape for n, p in params.items()}, alpha, dtype=torch.float64)
+    lambda_grads = []
+    for first_order in (False, True):
+        loss = query_loss_after_adaptation(part, rates(), support, query, AlgorithmConfig("meta-sgd", 1, first_order=first_order))[0]
+        lambda_grads.append(torch.cat([g.flatten() for g in torch.autograd.grad(loss, list(rates.parameters()))]))
+    torch.testing.assert_close(lambda_grads[0], lambda_grads[1], rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("parameterisation", ["log", "softplus"])
+def test_learned_rates_start_at_init_and_stay_positive(parameterisation: str) -> None:
+    rates = LearnedRates({"w": torch.Size([3, 2]), "b": torch.Size([2])}, 0.02, parameterisation)
+    for value in rates().values():
+        torch.testing.assert_close(value, torch.full_like(value, 0.02))
+    with torch.no_grad():
+        for raw in rates.parameters():
+            raw.sub_(50.0)
+    assert all((value > 0).all() for value in rates().values())
+
+
+def test_adaptation_lowers_the_support_loss(tiny_checkpoint) -> None:
+    """adapt_head with the checkpoint's own steps and rates, then the loss on the same clips."""
+    support = utterances("s", 4)
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    adapted = adapt_head(checkpoint, support, rates={k: v * 20 for k, v in checkpoint["rates"].items()})
+    assert set(adapted) == {n for n in checkpoint["model"] if n.startswith("head.")}
+    model = model_from_checkpoint(checkpoint).eval()
+    part = AdaptedPart(model)
+    with torch.no_grad():
+        batch = encode_clips(part, support)
+        before = task_loss(part, part.params(), batch)
+        after = task_loss(part, part.module_names(adapted), batch)
+    assert after < 0.9 * before
+    assert len(transcribe(model, support, adapted)) == len(support)
+
+
+def test_functional_inner_loop_equals_the_device_in_place_step(tiny_model: SpeechRecognizer) -> None:
+    """The trainer's functional adaptation and the device's in-place ``sgd_update_`` give the same θ'."""
+    support, steps, rate = utterances("s", 3), 3, 0.05
+    adapted = adapt_head(tiny_model, support, steps, rate)
+    head = copy.deepcopy(tiny_model.head)
+    with torch.no_grad():
+        features = encode_clips(AdaptedPart(tiny_model), support)
+    params = dict(head.named_parameters())
+    for _ in range(steps):
+        loss = task_loss(AdaptedPart(tiny_model), params, features)
+        grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
+        sgd_update_(params, grads, {name: rate for name in params})
+    for name, value in params.items():
+        torch.testing.assert_close(adapted["head." + name], value, rtol=1e-5, atol=1e-6)
+    for name, value in tiny_model.head.named_parameters():  # the model itself is untouched
+        assert not torch.equal(value, adapted["head." + name])
+
+
+def test_gru_and_head_scope_adapts_and_backpropagates_through_the_gru(tiny_model: SpeechRecognizer, tmp_path) -> None:
+    part = AdaptedPart(tiny_model, "gru+head")
+    assert {"gru.weight_ih_l0", "head.scale", "head.output.weight"} <= set(part.params())
+    clips = utterances("s", 4)
+    loss = _objective(tiny_model, 0.05, AlgorithmConfig("maml", inner_steps=1, scope="gru+head"), clips, k=2)
+    loss.backward()
+    assert tiny_model.gru.weight_ih_l0.grad.abs().sum() > 0 and tiny_model.subsample.weight.grad.abs().sum() > 0
+    checkpoint = new_checkpoint(tiny_model, "maml", 1, [], scalar_rate=0.05, provenance={"scope": "gru+head"})
+    adapted = adapt_head(checkpoint, clips[:2])
+    assert "gru.weight_hh_l0" in adapted and "head.scale" in adapted

@@ -1,0 +1,213 @@
+"""Speaker tasks and episodes, the meta-training loop, its checkpoints, resume and command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from conftest import shared_data
+from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint, new_checkpoint
+from edgemeta.cli import main
+from edgemeta.corpus import Utterance
+from edgemeta.meta_learning import FINETUNE_GRID, AdaptedPart, encode_episodes, task_loss
+from edgemeta.meta_train import MetaTrainConfig, MetaTrainer, Ranks, load_tasks, meta_train
+from edgemeta.model import SpeechRecognizer
+from edgemeta.speaker_tasks import EpisodeSampler, Task, speaker_tasks, split_speakers
+from edgemeta.splits import dev_speakers
+from test_meta_learning import utterances
+
+
+def tasks(prefix: str, speakers: int, clips: int = 6) -> list[Task]:
+    return speaker_tasks([u for s in range(speakers) for u in utterances(f"{prefix}{s}", clips, seed=s)], clips)
+
+
+def tiny_config(out: Path, **overrides) -> MetaTrainConfig:
+    settings = dict(out=str(out), k=2, query=2, meta_batch=2, max_steps=4, minutes=60.0, inner_steps=1, inner_rate=0.05, first_order=True,
+                    val_k=2, val_scored=2, val_every_minutes=60.0, checkpoint_every_minutes=0.0, log_every=1, threads=1)
+    return MetaTrainConfig(**{**settings, **overrides})
+
+
+@pytest.fixture
+def init(tiny_model: SpeechRecognizer) -> dict:
+    return new_checkpoint(tiny_model, "pretrained", 3, ["pretrain-speaker"])
+
+
+# --- tasks and episodes ---------------------------------------------------------------------------------------
+
+
+def test_episodes_are_disjoint_reproducible_and_vary_by_step() -> None:
+    sampler = EpisodeSampler(tasks("t", 5), k=2, query=3, seed=7)
+    batch = sampler.meta_batch(0, 4)
+    assert len({e.task for e in batch}) == 4
+    for episode in batch:
+        assert len(episode.support) == 2 and len(episode.query) == 3
+        assert not {u.source for u in episode.support} & {u.source for u in episode.query}
+        assert {u.speaker for u in episode.support + episode.query} == {episode.task}
+    again = EpisodeSampler(tasks("t", 5), k=2, query=3, seed=7).meta_batch(0, 4)
+    assert [[u.source for u in e.support + e.query] for e in batch] == [[u.source for u in e.support + e.query] for e in again]
+    later = sampler.meta_batch(1, 4)
+    assert [[u.source for u in e.support] for e in batch] != [[u.source for u in e.support] for e in later]
+    assert [e.task for e in sampler.fixed_episodes()] == [t.name for t in sampler.tasks]
+    assert [u.source for u in sampler.fixed_episodes()[0].support] == [u.source for u in sampler.fixed_episodes()[0].support]
+
+
+def test_channel_condition_applies_to_the_whole_episode() -> None:
+    sampler = EpisodeSampler(tasks("t", 2), k=2, query=2, seed=0, condition_rate=1.0)
+    episode = sampler.meta_batch(0, 1)[0]
+    assert episode.condition is not None
+    originals = {u.source: u.audio for t in sampler.tasks for u in t.utterances}
+    assert all(not np.array_equal(u.audio, originals[u.source]) for u in episode.support + episode.query)
+
+
+def test_too_small_tasks_are_refused() -> None:
+    with pytest.raises(ValueError, match="fewer than"):
+        EpisodeSampler(tasks("t", 2, clips=3), k=2, query=2)
+
+
+def test_split_holds_out_the_dev_speakers() -> None:
+    held_out = sorted(dev_speakers())[:2]
+    clips = [Utterance(np.zeros(10, np.float32), "a", s, f"{s}/0") for s in held_out + ["someone-else"]]
+    train, dev = split_speakers(clips)
+    assert {u.speaker for u in dev} == set(held_out) and {u.speaker for u in train} == {"someone-else"}
+
+
+def test_speechocean_tasks_are_speaker_disjoint() -> None:
+    shared_data("speechocean762-train")
+    train, dev, _ = load_tasks(MetaTrainConfig(k=5, query=5, val_k=10, val_scored=10))
+    assert len(train) == 109 and len(dev) == 16
+    assert not {t.name for t in train} & {t.name for t in dev}
+    assert {t.name for t in dev} == dev_speakers()
+    assert all(len(t.utterances) == 20 for t in train + dev)
+
+
+# --- the loop -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_body_runs_once_per_meta_batch(init: dict, tmp_path: Path, first_order: bool) -> None:
+    """Never once per inner step or per task; first order runs the support clips in a second call, without a graph."""
+    model = model_from_checkpoint(init)
+    calls: list[bool] = []
+    body = model.body
+    model.body = lambda *args: calls.append(torch.is_grad_enabled()) or body(*args)  # type: ignore[method-assign]
+    config = tiny_config(tmp_path, meta_batch=3, inner_steps=3, first_order=first_order)
+    MetaTrainer(config, model, tasks("t", 4), [], Ranks()).step(0, 0.0)
+    assert calls == ([False, True] if first_order else [True])
+    assert model.subsample.weight.grad.abs().sum() > 0  # the body learns through its features
+
+
+def test_reptile_moves_the_head_toward_the_adapted_heads(init: dict, tmp_path: Path) -> None:
+    """θ ← θ + β · mean over tasks of (θ' − θ), θ' from S plain SGD steps on each episode's clips."""
+    model = model_from_checkpoint(init)
+    config = tiny_config(tmp_path, method="reptile", meta_batch=3, inner_steps=2, reptile_step=0.7)
+    trainer = MetaTrainer(config, model, tasks("t", 4), [], Ranks())
+    part = AdaptedPart(model)
+    before = {n: p.detach().clone() for n, p in part.params().items()}
+    adapted_heads = []
+    with torch.no_grad():
+        batches = encode_episodes(part, trainer.sampler.meta_batch(0, 3))
+    for batch in batches:
+        params = {n: p.clone().requires_grad_() for n, p in before.items()}
+        for _ in range(config.inner_steps):
+            grads = torch.autograd.grad(task_loss(part, params, batch.clips), list(params.values()))
+            params = {n: (p - config.inner_rate * g).detach().requires_grad_() for (n, p), g in zip(params.items(), grads)}
+        adapted_heads.append(params)
+    stats = trainer.step(0, 0.0)
+    assert stats["lr_factor"] == 1.0
+    for name, value in part.params().items():
+        expected = before[name] + 0.7 * torch.stack([a[name] - before[name] for a in adapted_heads]).mean(0)
+        torch.testing.assert_close(value.detach(), expected, rtol=1e-5, atol=1e-6)
+    assert stats["support_after"] < stats["support_before"]
+
+
+def test_checkpoint_fields_metrics_and_plot(init: dict, tmp_path: Path) -> None:
+    config = tiny_config(tmp_path / "run", max_steps=3)
+    final = meta_train(config, init, tasks("t", 3), tasks("d", 2), progress=False)
+    saved = load_checkpoint(tmp_path / "run" / "last.pt")
+    head_names = [n for n in saved["model"] if n.startswith("head.")]
+    assert saved["method"] == "meta-sgd" and saved["inner_steps"] == 1 and saved["scalar_rate"] is None
+    assert sorted(saved["rates"]) == sorted(head_names)
+    assert all((saved["rates"][n] > 0).all() and saved["rates"][n].shape == saved["model"][n].shape for n in head_names)
+    assert saved["training_speakers"] == sorted(["pretrain-speaker", "t0", "t1", "t2"])
+    assert saved["state"]["step"] == 3 and final["state"]["step"] == 3
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3]
+    assert "dev_cer" in records[-1] and "dev_cer_k0" in records[-1] and records[-1]["rates"]
+    assert (tmp_path / "run" / "training_curves.png").stat().st_size > 1000
+    assert (tmp_path / "run" / "best.pt").is_file()
+
+
+def test_resume_gives_the_uninterrupted_result(init: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    train, dev = tasks("t", 3), tasks("d", 2)
+    uninterrupted = meta_train(tiny_config(tmp_path / "a"), init, train, dev, progress=False)
+
+    original_step = MetaTrainer.step
+
+    def crash_at_step_two(self: MetaTrainer, step: int, elapsed: float) -> dict:
+        if step == 2:
+            raise KeyboardInterrupt("simulated crash")
+        return original_step(self, step, elapsed)
+
+    monkeypatch.setattr(MetaTrainer, "step", crash_at_step_two)
+    with pytest.raises(KeyboardInterrupt):
+        meta_train(tiny_config(tmp_path / "b"), init, train, dev, progress=False)
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["state"]["step"] == 2
+    monkeypatch.setattr(MetaTrainer, "step", original_step)
+    resumed = meta_train(tiny_config(tmp_path / "b"), init, train, dev, progress=False)
+
+    for name, value in uninterrupted["model"].items():
+        assert torch.equal(value, resumed["model"][name]), name
+    for name, value in uninterrupted["rates"].items():
+        assert torch.equal(value, resumed["rates"][name]), name
+    moments = lambda c: [t for s in c["state"]["trainer"]["optimizer"]["state"].values() for t in s.values()]  # noqa: E731
+    assert all(torch.equal(a, b) for a, b in zip(moments(uninterrupted), moments(resumed)))
+    assert resumed["state"]["step"] == 4
+
+
+@pytest.mark.parametrize("method", ["finetune", "ctc-control"])
+def test_scalar_rate_baselines_pick_a_grid_rate_on_dev(init: dict, tmp_path: Path, method: str) -> None:
+    checkpoint = meta_train(tiny_config(tmp_path, method=method, max_steps=2), init, tasks("t", 3), tasks("d", 2), progress=False)
+    assert checkpoint["method"] == "finetune" and checkpoint["scalar_rate"] in FINETUNE_GRID and checkpoint["rates"] is None
+    assert set(checkpoint["provenance"]["rate_grid_cer"]) == {f"{r:g}" for r in FINETUNE_GRID}
+    assert load_checkpoint(tmp_path / "last.pt")["scalar_rate"] == checkpoint["scalar_rate"]
+
+
+def test_maml_checkpoint_stores_its_scalar_rate(init: dict, tmp_path: Path) -> None:
+    checkpoint = meta_train(tiny_config(tmp_path, method="maml", max_steps=1), init, tasks("t", 2), [], progress=False)
+    assert checkpoint["method"] == "maml" and checkpoint["scalar_rate"] == 0.05 and checkpoint["rates"] is None
+
+
+def test_frozen_body_caches_features_and_stays_fixed(init: dict, tmp_path: Path) -> None:
+    model = model_from_checkpoint(init)
+    trainer = MetaTrainer(tiny_config(tmp_path, freeze_body=True), model, tasks("t", 3), [], Ranks())
+    body_before = model.subsample.weight.detach().clone()
+    head_before = model.head.output.weight.detach().clone()
+    for step in range(2):
+        trainer.step(step, 0.0)
+    assert torch.equal(model.subsample.weight, body_before) and not torch.equal(model.head.output.weight, head_before)
+    assert trainer.cache and all(not f.requires_grad for f in trainer.cache.values())
+
+
+def test_command_line(tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    lines = []
+    for speaker in ("a", "b", "c"):
+        for i, clip in enumerate(utterances(speaker, 4, seed=ord(speaker))):
+            path = tmp_path / "audio" / f"{speaker}{i}.wav"
+            path.parent.mkdir(exist_ok=True)
+            soundfile.write(path, clip.audio, 16000)
+            lines.append(json.dumps({"audio": f"audio/{path.name}", "text": clip.text, "speaker": speaker}))
+    (tmp_path / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    code = main(["meta-train", "--init", str(tiny_checkpoint), "--method", "fomaml", "--out", str(out), "--no-speechocean",
+                 "--manifest", str(tmp_path / "manifest.jsonl"), "--steps", "2", "--k", "2", "--query", "2", "--meta-batch", "2",
+                 "--inner-rate", "0.02", "--threads", "1"])
+    assert code == 0
+    checkpoint = load_checkpoint(out / "last.pt")
+    assert checkpoint["method"] == "fomaml" and checkpoint["scalar_rate"] == 0.02 and checkpoint["state"]["step"] == 2
+    assert {"a", "b", "c"} <= set(checkpoint["training_speakers"])

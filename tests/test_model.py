@@ -1,0 +1,32 @@
+import torch
+
+from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint, new_checkpoint, save_checkpoint
+from edgemeta.model import head_parameter_names
+
+
+def test_shapes_frame_lengths_and_head_split(tiny_model):
+    waveform = torch.randn(2, 16000)
+    lengths = torch.tensor([16000, 9000])
+    log_probs = tiny_model(waveform, lengths)
+    assert log_probs.shape == (2, 50, 29)
+    assert tiny_model.frame_lengths(lengths).tolist() == [50, 28]
+    features = tiny_model.body(waveform, lengths)
+    assert torch.allclose(torch.log_softmax(tiny_model.head(features), -1), log_probs)
+    assert head_parameter_names(tiny_model) == ["head.scale", "head.hidden.weight", "head.hidden.bias", "head.output.weight", "head.output.bias"]
+
+
+def test_padding_does_not_change_valid_frames(tiny_model):
+    x = torch.randn(1, 8000)
+    alone = tiny_model(x)
+    padded = tiny_model(torch.cat([x, torch.randn(1, 8000)], dim=1))
+    assert torch.allclose(padded[:, : alone.shape[1]], alone, atol=1e-5)
+
+
+def test_checkpoint_rebuilds_its_own_model(tiny_model, tmp_path):
+    save_checkpoint(tmp_path / "c.pt", new_checkpoint(tiny_model, "pretrained", 3, ["b", "a"]))
+    checkpoint = load_checkpoint(tmp_path / "c.pt")
+    assert checkpoint["training_speakers"] == ["a", "b"]
+    rebuilt = model_from_checkpoint(checkpoint).eval()
+    x = torch.randn(1, 4000)
+    assert torch.equal(rebuilt(x), tiny_model(x))
+    assert not list(tmp_path.glob("*.tmp"))

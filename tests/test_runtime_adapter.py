@@ -1,0 +1,143 @@
+"""Enrollment on a tiny random bundle: numbers, the guard, divergence, clip checks.
+
+Accuracy (adaptation lowers CER on an unseen voice) needs a trained bundle;
+those tests call :meth:`Adapter.enroll` the same way.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from edgemeta.runtime.adapter import Adapter, EnrollmentClip, HeadTrainer, ctc_loss
+from edgemeta.runtime.audio import resample
+from edgemeta.runtime.bundle import Bundle, load_bundle
+from edgemeta.runtime.clip_checks import MISMATCH_NATS_PER_CHAR, alignment_score, signal_problem, transcript_problem
+from edgemeta.runtime.text import encode
+from edgemeta.runtime.update_rule import sgd_update
+from export_fixtures import bundle_dir  # noqa: F401  (session fixture)
+from runtime_helpers import enrollment_clips
+
+
+@pytest.fixture(scope="module")
+def bundle(bundle_dir) -> Bundle:  # noqa: F811
+    return load_bundle(bundle_dir)
+
+
+def test_enrollment_adapts_and_reports_its_numbers(bundle: Bundle) -> None:
+    result = Adapter(bundle).enroll(enrollment_clips())
+    assert result.clips_used == [f"clip{i}.wav" for i in range(6)] and result.clips_left_out == []
+    assert result.guard is not None and result.guard.rule.startswith("5-fold over 6 clips")
+    assert result.adapted, result.decision
+    assert result.after.loss < result.before.loss
+    assert 0 <= result.after.cer <= 1.5 and 0 <= result.before.cer <= 1.5
+    assert set(result.seconds) == {"features", "guard", "update", "total"}
+    assert result.steps == bundle.inner_steps
+    base = bundle.head_weights()
+    assert any(not torch.equal(result.weights[n], base[n]) for n in base)
+    assert result.to_dict()["clips_left_out"] == []
+
+
+def test_in_place_steps_follow_the_update_rule(bundle: Bundle) -> None:
+    """S in-place steps on the TorchScript head give θ − λ ⊙ ∇L step by step, as the functional rule does."""
+    trainer = HeadTrainer(bundle)
+    features = torch.randn(2, 40, bundle.feature_size)
+    frames, targets = torch.tensor([40, 31]), [encode("hello"), encode("ab")]
+    adapted, losses = trainer.adapt(features, frames, targets, steps=2)
+    params = {n: w.clone().requires_grad_(True) for n, w in trainer.base.items()}
+    for _ in range(2):
+        trainer.load(params)
+        loss = ctc_loss(trainer.log_probs(features), frames, targets)
+        grads = dict(zip(trainer.params, torch.autograd.grad(loss, list(trainer.params.values()))))
+        params = sgd_update({n: p.detach() for n, p in params.items()}, grads, trainer.rates)
+    for name in params:
+        torch.testing.assert_close(adapted[name], params[name], rtol=1e-5, atol=1e-6)
+    assert losses[-1] < losses[0]
+
+
+def test_guard_refuses_a_harmful_adaptation(bundle: Bundle) -> None:
+    """Negative rates climb the loss: the held-out folds show it and the base head is kept."""
+    result = Adapter(bundle, rates=-0.05).enroll(enrollment_clips())
+    assert not result.adapted
+    assert not result.guard.accepted and "held-out loss would rise" in result.guard.reason
+    assert result.guard.after.loss > result.guard.before.loss
+    assert "guard refused" in result.decision
+    for name, weight in bundle.head_weights().items():
+        assert torch.equal(result.weights[name], weight)
+
+
+@pytest.mark.parametrize("guard", [True, False])
+def test_divergence_keeps_the_base_head(bundle: Bundle, guard: bool) -> None:
+    result = Adapter(bundle, rates=1e4, guard=guard).enroll(enrollment_clips())
+    assert not result.adapted and "diverged" in result.decision, result.decision
+    for name, weight in bundle.head_weights().items():
+        assert torch.equal(result.weights[name], weight)
+
+
+def test_guard_rule_for_fewer_than_three_clips(bundle: Bundle) -> None:
+    clips = enrollment_clips()
+    one = Adapter(bundle).enroll(clips[:1])
+    assert one.guard.rule.startswith("k=1") and one.guard.folds == 1
+    two = Adapter(bundle).enroll(clips[:2])
+    assert two.guard.rule.startswith("2-fold over 2 clips") and two.guard.folds == 2
+    none = Adapter(bundle).enroll([])
+    assert not none.adapted and none.decision.startswith("no usable clips")
+
+
+def test_bad_clips_are_named_and_left_out(bundle: Bundle) -> None:
+    good = enrollment_clips()
+    speech = good[0].audio
+    clips = [
+        *good[:3],
+        EnrollmentClip("silent.wav", np.zeros(32000, dtype=np.float32), "hello there"),
+        EnrollmentClip("clipped.wav", np.clip(speech * 40, -1, 1), good[0].text),
+        EnrollmentClip("symbols.wav", speech, "?! ..."),
+        EnrollmentClip("too-long.wav", speech[:8000], "a very long transcript " * 10),
+    ]
+    result = Adapter(bundle).enroll(clips)
+    reasons = dict(result.clips_left_out)
+    assert set(reasons) == {"silent.wav", "clipped.wav", "symbols.wav", "too-long.wav"}
+    assert reasons["silent.wav"].startswith("silent")
+    assert reasons["clipped.wav"].startswith("clipped")
+    assert "empty after normalisation" in reasons["symbols.wav"]
+    assert reasons["too-long.wav"].startswith("transcript too long")
+    assert result.clips_used == ["clip0.wav", "clip1.wav", "clip2.wav"]
+
+
+def test_all_clips_left_out_keeps_the_base_head(bundle: Bundle) -> None:
+    silent = [EnrollmentClip(f"s{i}.wav", np.full(16000, 1e-5, dtype=np.float32), "hello") for i in range(3)]
+    result = Adapter(bundle).enroll(silent)
+    assert not result.adapted and len(result.clips_left_out) == 3
+    assert result.decision == "no usable clips: keeping the base head"
+
+
+def test_clipping_survives_resampling() -> None:
+    t = np.arange(44100) / 44100
+    loud = np.clip(3 * np.sin(2 * np.pi * 220 * t), -1, 1).astype(np.float32)
+    assert signal_problem(resample(loud, 44100)).startswith("clipped")
+    assert signal_problem(0.5 * resample(loud, 44100) / 3) is None
+
+
+def peaked_log_probs(text: str, frames_per_char: int = 3, confidence: float = 0.98) -> np.ndarray:
+    """Log-probs of a model sure it hears ``text``: each character for some frames, blanks between."""
+    ids = encode(text)
+    path = []
+    for i in ids:
+        path += [i] * frames_per_char + [0]
+    probs = np.full((len(path), 29), (1 - confidence) / 28)
+    probs[np.arange(len(path)), path] = confidence
+    return np.log(probs)
+
+
+def test_transcript_mismatch_is_a_likelihood_ratio() -> None:
+    heard = peaked_log_probs("hello world")
+    assert alignment_score(heard, encode("hello world")) > 2
+    assert transcript_problem(heard, encode("hello world")) is None
+    assert alignment_score(heard, encode("goodbye moon")) < -MISMATCH_NATS_PER_CHAR
+    assert transcript_problem(heard, encode("goodbye moon")).startswith("transcript does not match the audio")
+    uniform = np.full((40, 29), -math.log(29))
+    assert abs(alignment_score(uniform, encode("anything"))) < 1e-9, "a model that knows nothing cannot judge"
+    assert transcript_problem(uniform, encode("anything")) is None

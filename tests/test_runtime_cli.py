@@ -1,0 +1,156 @@
+"""``edgemeta-runtime``: the DESIGN.md contract, exit codes, and runs with torchaudio, onnx and the trainer unimportable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgemeta.runtime.cli import EXIT_BUNDLE, EXIT_INPUT, EXIT_MICROPHONE, EXIT_OK, EXIT_USAGE, build_parser, main
+from edgemeta.runtime.profile_store import ProfileStore
+from export_fixtures import bundle_dir, copy_bundle  # noqa: F401  (session fixture)
+from runtime_helpers import TEXTS, run_runtime, runtime_env, speech, without_streaming, write_clip
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh ``$EDGEMETA_HOME`` for in-process runs."""
+    monkeypatch.setenv("EDGEMETA_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def clip_folder(folder: Path) -> Path:
+    """Enrollment clips at 8, 16, 22.05 and 44.1 kHz, plus an unreadable file and one below 8 kHz."""
+    for index, (audio, text) in enumerate(zip(speech(), TEXTS)):
+        write_clip(folder, f"clip{index}.wav", audio, text, rate=(8000, 16000, 22050, 44100, 16000, 16000)[index])
+    (folder / "broken.wav").write_bytes(b"RIFF....not really")
+    (folder / "broken.txt").write_text("hello\n")
+    write_clip(folder, "low-rate.wav", speech()[0], TEXTS[0], rate=6000)
+    return folder
+
+
+def test_help_teaches_with_examples() -> None:
+    text = build_parser().format_help()
+    for example in ("enroll --user alice --from clips/", "transcribe --jsonl", "listen --user alice", "profiles rollback alice"):
+        assert example in text
+    assert "exit codes" in text
+
+
+def test_enroll_and_transcribe_without_torchaudio_onnx_trainer_or_portaudio(bundle_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    """The device path in subprocesses where torchaudio, onnx, edgemeta's trainer and sounddevice cannot be imported."""
+    env = runtime_env(tmp_path, tmp_path / "home")
+    clips = clip_folder(tmp_path / "clips")
+    enrolled = run_runtime(["--bundle", str(bundle_dir), "enroll", "--user", "erin", "--from", str(clips), "--json"], env)
+    assert enrolled.returncode == EXIT_OK, enrolled.stderr
+    report = json.loads(enrolled.stdout)
+    assert report["clips_used"] == [f"clip{i}.wav" for i in range(6)], "every rate >= 8 kHz is resampled, never rejected"
+    left_out = {c["clip"]: c["reason"] for c in report["clips_left_out"]}
+    assert set(left_out) == {"broken.wav", "low-rate.wav"}
+    assert "not readable as audio" in left_out["broken.wav"]
+    assert "below the 8000 Hz minimum" in left_out["low-rate.wav"]
+
+    good = write_clip(tmp_path, "good.wav", speech()[1], None)
+    second = write_clip(tmp_path, "second.flac", speech()[2], None)
+    (tmp_path / "bad.wav").write_bytes(b"nope")
+    args = ["--bundle", str(bundle_dir), "transcribe", "--user", "erin", "--jsonl", str(good), "missing.wav", str(tmp_path / "bad.wav"), str(second)]
+    result = run_runtime(args, env)
+    assert result.returncode == EXIT_INPUT, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["audio"] for line in lines] == [str(good), "missing.wav", str(tmp_path / "bad.wav"), str(second)]
+    assert set(lines[0]) == {"audio", "text"} and set(lines[3]) == {"audio", "text"}
+    assert set(lines[1]) == {"audio", "error"} and "missing.wav" in lines[1]["error"]
+    assert set(lines[2]) == {"audio", "error"} and "bad.wav" in lines[2]["error"]
+
+
+def test_enroll_exit_codes(bundle_dir: Path, tmp_path: Path, home: Path, capsys: pytest.CaptureFixture) -> None:  # noqa: F811
+    bundle = ["--bundle", str(bundle_dir)]
+    assert main([*bundle, "enroll", "--user", "a", "--from", str(tmp_path / "missing.jsonl")]) == EXIT_INPUT
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    assert main([*bundle, "enroll", "--user", "a", "--from", str(tmp_path / "bad.jsonl")]) == EXIT_INPUT
+    assert main([*bundle, "enroll", "--user", "../a", "--from", str(tmp_path)]) == EXIT_USAGE
+    assert main(["--bundle", str(tmp_path / "nowhere"), "enroll", "--user", "a", "--from", str(tmp_path)]) == EXIT_BUNDLE
+    capsys.readouterr()
+
+    # every clip left out: exit 0, the reason is said, and --user works with the base head
+    silent = tmp_path / "silent"
+    for index in range(2):
+        write_clip(silent, f"s{index}.wav", np.zeros(16000, dtype=np.float32), "hello")
+    manifest = tmp_path / "silent.jsonl"
+    manifest.write_text("".join(json.dumps({"audio": f"silent/s{i}.wav", "text": "hello", "speaker": "x"}) + "\n" for i in range(2)))
+    assert main([*bundle, "enroll", "--user", "quiet", "--from", str(manifest)]) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "left out s0.wav: silent" in err and "no usable clips: keeping the base head" in err
+    assert not ProfileStore(home).load("quiet").adapted
+    assert main([*bundle, "transcribe", "--user", "quiet", str(silent / "s0.wav")]) == EXIT_OK
+
+    # a guard refusal is exit 0 too (a folder the guard judges: the clips themselves are fine)
+    assert main([*bundle, "enroll", "--user", "refused", "--from", str(clip_folder(tmp_path / "clips"))]) == EXIT_OK
+
+
+def test_profiles_commands_and_another_bundle(bundle_dir: Path, tmp_path: Path, home: Path, capsys: pytest.CaptureFixture) -> None:  # noqa: F811
+    clips = clip_folder(tmp_path / "clips")
+    wav = str(clips / "clip1.wav")
+    bundle = ["--bundle", str(bundle_dir)]
+    for _ in range(2):
+        assert main([*bundle, "enroll", "--user", "fay", "--from", str(clips)]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["profiles", "list"]) == EXIT_OK
+    assert "fay\tversion 2" in capsys.readouterr().out
+    assert main(["profiles", "show", "fay"]) == EXIT_OK
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["version"] == 2 and len(shown["clips"]) == 6 and "guard" in shown["report"]
+    assert main(["profiles", "rollback", "fay"]) == EXIT_OK
+    assert ProfileStore(home).load("fay").version == 1
+
+    other = ["--bundle", str(without_streaming(bundle_dir, tmp_path))]
+    capsys.readouterr()
+    assert main([*other, "transcribe", "--user", "fay", wav]) == EXIT_INPUT
+    assert "made for another bundle" in capsys.readouterr().err
+    assert main([*other, "profiles", "migrate"]) == EXIT_OK
+    assert main([*other, "transcribe", "--user", "fay", wav]) == EXIT_OK
+    assert main([*bundle, "transcribe", "--user", "fay", wav]) == EXIT_INPUT, "migrated: now bound to the other bundle"
+    assert main(["profiles", "rollback", "fay"]) == EXIT_OK
+    assert main([*bundle, "transcribe", "--user", "fay", wav]) == EXIT_OK
+
+    assert main(["profiles", "delete", "fay"]) == EXIT_OK
+    assert main(["profiles", "show", "fay"]) == EXIT_INPUT
+    assert main(["profiles", "show", "../fay"]) == EXIT_USAGE
+
+
+def test_a_tampered_profile_is_refused_by_transcribe(bundle_dir: Path, tmp_path: Path, home: Path, capsys: pytest.CaptureFixture) -> None:  # noqa: F811
+    clips = clip_folder(tmp_path / "clips")
+    assert main(["--bundle", str(bundle_dir), "enroll", "--user", "gil", "--from", str(clips)]) == EXIT_OK
+    store = ProfileStore(home)
+    path = store.folder("gil") / store.version_file(store.pointer("gil")["current"])
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x40
+    path.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["--bundle", str(bundle_dir), "transcribe", "--user", "gil", str(clips / "clip0.wav")]) == EXIT_INPUT
+    assert "modified or corrupted" in capsys.readouterr().err
+
+
+def test_info_and_verify(bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:  # noqa: F811
+    assert main(["--bundle", str(bundle_dir), "info"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "head.output.weight" in out and "streaming     yes" in out
+    assert main(["--bundle", str(bundle_dir), "info", "--json"]) == EXIT_OK
+    assert json.loads(capsys.readouterr().out)["manifest"]["format_version"] == 1
+    assert main(["--bundle", str(bundle_dir), "verify"]) == EXIT_OK
+    assert capsys.readouterr().out.startswith("ok:")
+    broken = copy_bundle(bundle_dir, tmp_path)
+    data = bytearray((broken / "head.pt").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (broken / "head.pt").write_bytes(bytes(data))
+    assert main(["--bundle", str(broken), "verify"]) == EXIT_BUNDLE
+    assert "head.pt" in capsys.readouterr().err
+    assert main(["verify", str(broken)]) == EXIT_BUNDLE, "BUNDLE may follow the command too"
+    assert main(["info", str(bundle_dir)]) == EXIT_OK
+
+
+def test_a_missing_microphone_is_a_clear_error(bundle_dir: Path, home: Path, capsys: pytest.CaptureFixture) -> None:  # noqa: F811
+    assert main(["--bundle", str(bundle_dir), "listen", "--device", "no-such-microphone-here"]) == EXIT_MICROPHONE
+    err = capsys.readouterr().err
+    assert any(reason in err for reason in ("no input device 'no-such-microphone-here'", "no input device found", "PortAudio is not"))

@@ -1,0 +1,76 @@
+"""Streaming: chunk + carried state gives exactly the whole-utterance result, in PyTorch and in stream.onnx."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgemeta.export import parity
+from edgemeta.export.streaming import StreamingRecognizer, stream_utterance
+from edgemeta.model import ModelConfig, SpeechRecognizer
+from edgemeta.runtime.bundle import load_bundle
+from export_fixtures import bundle_dir, exported_model, one_torch_thread  # noqa: F401 (fixtures)
+from conftest import TINY_CONFIG
+
+CONFIGS = {
+    "tiny": TINY_CONFIG,
+    "stride3-2layers-nfft512": {**TINY_CONFIG, "subsampling": 3, "gru_layers": 2, "n_fft": 512, "kernel_size": 4},
+}
+
+
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+def test_torch_streaming_equals_whole_utterance(config: dict) -> None:
+    torch.manual_seed(0)
+    model = SpeechRecognizer(ModelConfig(**config)).eval()
+    streamer = StreamingRecognizer(model)
+    waveform = torch.from_numpy(np.stack(parity.synthetic_clips(16000, seconds=(1.13, 1.13), seed=2)))
+    frames = int(model.frame_lengths(torch.tensor([waveform.shape[1]]))[0])
+    with torch.no_grad():
+        whole = model(waveform)
+        features = model.body(waveform)
+        for chunk in (streamer.chunk_multiple, streamer.chunk_multiple * 5, waveform.shape[1] + streamer.chunk_multiple):
+            chunk -= chunk % streamer.chunk_multiple
+            log_probs, streamed_features = stream_utterance(streamer, waveform, chunk)
+            torch.testing.assert_close(log_probs[:, :frames], whole[:, :frames], atol=1e-5, rtol=0)
+            torch.testing.assert_close(streamed_features[:, :frames], features[:, :frames], atol=1e-5, rtol=0)
+
+
+def test_bad_chunks_and_bidirectional_models_are_refused(tiny_model: SpeechRecognizer) -> None:
+    streamer = StreamingRecognizer(tiny_model)
+    with pytest.raises(ValueError, match="multiple"):
+        stream_utterance(streamer, torch.zeros(1, 1000), streamer.chunk_multiple + 1)
+    with pytest.raises(ValueError, match="bidirectional"):
+        StreamingRecognizer(SpeechRecognizer(ModelConfig(**TINY_CONFIG, bidirectional=True)))
+
+
+@pytest.mark.parametrize("injected", [False, True], ids=["base-head", "injected-head"])
+def test_stream_onnx_chunked_equals_whole_utterance(bundle_dir: Path, exported_model: SpeechRecognizer, injected: bool) -> None:
+    bundle = load_bundle(bundle_dir)
+    weights = parity.perturbed(bundle.head_weights(), seed=4, scale=0.2) if injected else None
+    clips = parity.synthetic_clips(16000, seconds=(0.4, 1.37, 2.2), seed=9)
+    session = bundle.stream_session()
+    for chunk in (bundle.streaming["chunk_multiple"], bundle.streaming["chunk_samples"], bundle.streaming["chunk_multiple"] * 11):
+        report = parity.compare_stream(exported_model, session, bundle.streaming, clips, weights, chunk_samples=chunk)
+        assert report.passed(), report
+
+
+def test_stream_onnx_batches_streams_and_uses_the_adapted_head(bundle_dir: Path, exported_model: SpeechRecognizer) -> None:
+    """Two streams in one batch, fed with the same adapted head the whole-utterance graph uses."""
+    bundle = load_bundle(bundle_dir)
+    adapted = parity.perturbed(bundle.head_weights(), seed=8, scale=0.2)
+    waveform = np.stack(parity.synthetic_clips(16000, seconds=(1.28, 1.28), seed=3))
+    chunk = bundle.streaming["chunk_samples"]
+    padded = np.pad(waveform, ((0, 0), (0, -waveform.shape[1] % chunk)))
+    state, pieces = bundle.initial_stream_state(batch=2), []
+    session = bundle.stream_session()
+    for start in range(0, padded.shape[1], chunk):
+        out = session.run(None, {"chunk": padded[:, start : start + chunk], **state, **bundle.head_inputs(adapted)})
+        pieces.append(out[0])
+        state = dict(zip(state, out[2:]))
+    streamed = np.concatenate(pieces, axis=1)
+    whole, _, frames = bundle.session().run(None, {"waveform": waveform, "lengths": np.array([waveform.shape[1]] * 2), **bundle.head_inputs(adapted)})
+    n = int(frames[0])
+    np.testing.assert_allclose(streamed[:, :n], whole[:, :n], atol=1e-4, rtol=0)

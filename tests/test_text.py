@@ -1,0 +1,64 @@
+from edgemeta.runtime.ctc_decode import greedy_decode
+from edgemeta.runtime.metrics import cer, edit_distance, score, wer
+from edgemeta.runtime.text import VOCABULARY, decode, encode, normalize_text, number_to_words
+
+import numpy as np
+import pytest
+
+
+def test_vocabulary_is_blank_space_letters_apostrophe():
+    assert VOCABULARY[0] == "<blank>" and VOCABULARY[1] == " " and VOCABULARY[-1] == "'"
+    assert "".join(VOCABULARY[2:28]) == "abcdefghijklmnopqrstuvwxyz" and len(VOCABULARY) == 29
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("Hello, World!", "hello world"),
+    ("It's 42 degrees", "it's forty two degrees"),
+    ("Call 911 now", "call nine hundred eleven now"),
+    ("3.5 kg & 10%", "three point five kg and ten percent"),
+    ("Café déjà-vu", "cafe deja vu"),
+    ("1,000,000", "one million"),
+    ("  tabs\tand\nlines  ", "tabs and lines"),
+    ("WE CALL IT BEAR", "we call it bear"),
+    ("don’t", "don't"),
+    ("2025", "two thousand twenty five"),
+    ("@#$", ""),
+])
+def test_normalize_text(raw, expected):
+    assert normalize_text(raw) == expected
+
+
+def test_number_words():
+    assert number_to_words(0) == "zero"
+    assert number_to_words(105) == "one hundred five"
+    assert number_to_words(1_234_567) == "one million two hundred thirty four thousand five hundred sixty seven"
+
+
+def test_encode_decode_round_trip_and_rejects_unknown():
+    assert decode(encode("it's ok")) == "it's ok"
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        encode("Upper")
+
+
+def test_greedy_decode_collapses_repeats_and_blanks():
+    # frames: h h <b> e l <b> l l o -> "hello"
+    ids = [encode("h")[0]] * 2 + [0] + encode("el") + [0] + encode("l") * 2 + encode("o")
+    scores = np.full((len(ids), len(VOCABULARY)), -10.0)
+    scores[np.arange(len(ids)), ids] = 0.0
+    assert greedy_decode(scores) == "hello"
+    assert greedy_decode(scores, length=3) == "h"
+
+
+def test_edit_distance_hand_worked():
+    assert edit_distance("kitten", "sitting") == 3
+    assert edit_distance("", "abc") == 3
+    assert edit_distance(["a", "b"], ["a", "b"]) == 0
+
+
+def test_cer_wer_hand_worked():
+    assert cer("abcd", "abed") == pytest.approx(0.25)
+    assert wer("the cat sat", "the bat sat down") == pytest.approx(2 / 3)
+    counts = score(["ab", "cdef"], ["ab", "cxef"])  # corpus level: 1 edit / 6 chars
+    assert counts.cer == pytest.approx(1 / 6) and counts.wer == pytest.approx(1 / 2)
+    with pytest.raises(ValueError):
+        score(["a"], [])
