@@ -104,6 +104,7 @@ class MetaTrainConfig:
     log_every: int = 5
     seed: int = 0
     threads: int = 2
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         if self.method not in TRAIN_METHODS:
@@ -127,13 +128,24 @@ class Ranks:
 
     rank: int = 0
     world: int = 1
+    device: torch.device = torch.device("cpu")
 
     @classmethod
-    def from_environment(cls) -> "Ranks":
-        """Join the process group ``torchrun`` describes (gloo on CPU, nccl on GPU), if any."""
+    def from_environment(cls, device: str = "auto") -> "Ranks":
+        """Join the process group ``torchrun`` describes, if any: nccl on this rank's GPU, gloo on CPU.
+
+        ``device``: ``auto`` (this rank's GPU when there is one), ``cuda`` or ``cpu``.
+        """
+        use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+        where = torch.device("cpu")
+        if use_cuda:
+            where = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(where)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return cls(dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else cls()
+            dist.init_process_group("nccl" if use_cuda else "gloo")
+        if dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size(), where)
+        return cls(device=where)
 
     @property
     def main(self) -> bool:
@@ -154,7 +166,7 @@ class Ranks:
         """The largest ``value`` over ranks, so that time-based decisions agree."""
         if self.world == 1:
             return value
-        tensor = torch.tensor([value], dtype=torch.float64)
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return float(tensor)
 
@@ -196,8 +208,8 @@ class MetaTrainer:
         self.rates: LearnedRates | None = None
         if config.method == "meta-sgd":
             shapes = {name: p.shape for name, p in self.part.params().items()}
-            self.rates = LearnedRates(shapes, config.inner_rate, config.rate_parameterisation, adapted[0].dtype)
-        # A frozen body's features never change: compute each clean clip's once.
+            self.rates = LearnedRates(shapes, config.inner_rate, config.rate_parameterisation, adapted[0].dtype).to(adapted[0].device)
+        # A frozen body's features never change: compute each clean clip's once (training and dev clips).
         self.cache: dict[str, torch.Tensor] | None = {} if not config.trains_body and config.condition_rate == 0 else None
         if config.method == "reptile":
             self.optimizer: torch.optim.Optimizer = torch.optim.SGD(adapted, lr=config.reptile_step)
@@ -215,7 +227,7 @@ class MetaTrainer:
         for param in self.trainable:
             param.grad = torch.zeros_like(param)
         episodes = self.sampler.meta_batch(step, config.meta_batch)[self.ranks.rank :: self.ranks.world]
-        totals = torch.tensor(self._accumulate_gradients(episodes) if episodes else [0.0, 0.0, 0.0], dtype=torch.float64)
+        totals = torch.tensor(self._accumulate_gradients(episodes) if episodes else [0.0] * 3, dtype=torch.float64, device=self.ranks.device)
         self.ranks.sum_([p.grad for p in self.trainable] + [totals])
         grad_norm = float("nan")
         if config.method != "reptile":
@@ -268,7 +280,7 @@ class MetaTrainer:
     def validate(self) -> dict[str, float]:
         """Dev CER without adaptation (k=0) and after ``inner_steps`` steps on ``val_k`` clips; share of speakers made worse."""
         with torch.no_grad():
-            batches = encode_episodes(self.part, self.dev_episodes)
+            batches = encode_episodes(self.part, self.dev_episodes, self.cache)
         scores = score_adaptation(self.part, self.dev_episodes, batches, self.current_rates(), self.config.inner_steps)
         worse = sum(s.after.cer > s.before.cer + WORSE_MARGIN for s in scores) / len(scores)
         return {"dev_cer_k0": pooled_cer([s.before for s in scores]), "dev_cer": pooled_cer([s.after for s in scores]), "dev_worse": worse}
@@ -321,7 +333,7 @@ def meta_train(
     under ``config.out``; every rank returns the same checkpoint dict.
     """
     torch.set_num_threads(config.threads)
-    ranks = Ranks.from_environment()
+    ranks = Ranks.from_environment(config.device)
     out = Path(config.out)
     resume = out / "last.pt"
     checkpoint = load_checkpoint(resume) if resume.is_file() else None
@@ -331,7 +343,7 @@ def meta_train(
         log.info("resuming %s at step %d (%.1f min)", resume, state["step"], state["elapsed"] / 60)
     else:
         state, model = _fresh_state(), model_from_checkpoint(init)
-    model.train()
+    model.to(ranks.device).train()
     provenance = {
         "recipe": "meta-train", "config": asdict(config), "init": config.init, "init_method": init.get("method"),
         "data": sources or [], "scope": config.scope, "pretraining": init.get("provenance", {}),
@@ -518,6 +530,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="probability that an episode's speaker gets a random channel condition (default: %(default)s)")
     parser.add_argument("--val-every-minutes", type=float, default=defaults.val_every_minutes, help="dev validation interval (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=defaults.threads, help="torch CPU threads per process (default: %(default)s)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=defaults.device,
+                        help="auto: this rank's GPU if there is one (nccl between ranks), else CPU (gloo)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.set_defaults(func=_run)
 
@@ -530,9 +544,10 @@ def _run(args: argparse.Namespace) -> int:
         first_order=args.first_order, k=args.k, query=args.query, meta_batch=args.meta_batch, outer_lr=args.outer_lr,
         rate_lr=args.rate_lr, reptile_step=args.reptile_step, scope=args.scope, freeze_body=args.freeze_body,
         condition_rate=args.condition_rate, val_every_minutes=args.val_every_minutes, threads=args.threads, seed=args.seed,
+        device=args.device,
     )
     train_tasks, dev_tasks, sources = load_tasks(config)
     meta_train(config, load_checkpoint(config.init), train_tasks, dev_tasks, sources)
-    if Ranks.from_environment().main:
+    if Ranks.from_environment(config.device).main:
         print(Path(config.out) / "last.pt")
     return 0

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from edgemeta.runtime.adapter import Adapter, Enrollment, EnrollmentClip
+from edgemeta.runtime.adapter import Adapter, Enrollment, EnrollmentClip, HeadTrainer
 from edgemeta.runtime.audio import SAMPLE_RATE, AudioError, read_audio
 from edgemeta.runtime.bundle import BUILTIN_BUNDLE, Bundle, BundleError, load_bundle
 from edgemeta.runtime.manifest import ManifestError, read_clips
@@ -292,18 +292,19 @@ def command_info(args: argparse.Namespace) -> int:
 def command_verify(args: argparse.Namespace) -> int:
     bundle = open_bundle(args)
     try:
-        session = bundle.session(threads=args.threads)
-        second = np.zeros((1, bundle.sample_rate), dtype=np.float32)
-        log_probs, features, frames = session.run(None, {"waveform": second, "lengths": np.array([second.shape[1]])})
-        head = bundle.load_head()
-        bundle.head_weights(), bundle.rates()
+        noise = np.random.default_rng(0).normal(0, 0.1, (1, bundle.sample_rate)).astype(np.float32)
+        log_probs, features = bundle.session(threads=args.threads).run(
+            ["log_probs", "features"], {"waveform": noise, "lengths": np.array([noise.shape[1]])}
+        )
+        trainer = HeadTrainer(bundle)  # loads head.pt, head.safetensors and rates.safetensors
+        trainer.load(trainer.base)  # head.pt run with head.safetensors must give model.onnx's output
         with torch.no_grad():
-            logits = head(torch.from_numpy(features))
+            head_log_probs = trainer.log_probs(torch.from_numpy(features)).numpy()
         if bundle.streaming:
             bundle.stream_session(threads=args.threads)
     except BundleError as error:
         raise CommandError(str(error), EXIT_BUNDLE) from None
-    gap = float(np.abs(torch.log_softmax(logits, -1).numpy() - log_probs).max())
+    gap = float(np.abs(head_log_probs - log_probs).max())
     if not np.isfinite(log_probs).all() or gap > 1e-3:
         raise CommandError(f"{bundle.source}: model.onnx and head.pt disagree (max |Δ log-prob| {gap:.2e})", EXIT_BUNDLE)
     print(f"ok: {bundle.source} (digest {bundle.digest[:12]}): every file matches its sha256, the models load and agree")

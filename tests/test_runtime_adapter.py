@@ -121,12 +121,11 @@ def test_clipping_survives_resampling() -> None:
     assert signal_problem(0.5 * resample(loud, 44100) / 3) is None
 
 
-def peaked_log_probs(text: str, frames_per_char: int = 3, confidence: float = 0.98) -> np.ndarray:
-    """Log-probs of a model sure it hears ``text``: each character for some frames, blanks between."""
-    ids = encode(text)
-    path = []
-    for i in ids:
-        path += [i] * frames_per_char + [0]
+def peaked_log_probs(text: str, confidence: float = 0.98) -> np.ndarray:
+    """Log-probs of a peaky CTC model sure it hears ``text``: one spike frame per character between blank frames."""
+    path = [0, 0]
+    for i in encode(text):
+        path += [i, 0, 0]
     probs = np.full((len(path), 29), (1 - confidence) / 28)
     probs[np.arange(len(path)), path] = confidence
     return np.log(probs)
@@ -135,9 +134,14 @@ def peaked_log_probs(text: str, frames_per_char: int = 3, confidence: float = 0.
 def test_transcript_mismatch_is_a_likelihood_ratio() -> None:
     heard = peaked_log_probs("hello world")
     assert alignment_score(heard, encode("hello world")) > 2
+    assert alignment_score(heard, encode("hallo wurld")) > 1, "recognition errors are not a mismatch"
     assert transcript_problem(heard, encode("hello world")) is None
     assert alignment_score(heard, encode("goodbye moon")) < -MISMATCH_NATS_PER_CHAR
     assert transcript_problem(heard, encode("goodbye moon")).startswith("transcript does not match the audio")
+    # models without evidence cannot judge, so they leave nothing out
     uniform = np.full((40, 29), -math.log(29))
-    assert abs(alignment_score(uniform, encode("anything"))) < 1e-9, "a model that knows nothing cannot judge"
-    assert transcript_problem(uniform, encode("anything")) is None
+    blanks = np.log(np.full((40, 29), 0.001 / 28))
+    blanks[:, 0] = np.log(0.999)
+    for knows_nothing in (uniform, blanks):
+        assert abs(alignment_score(knows_nothing, encode("anything"))) < 1e-6
+        assert transcript_problem(knows_nothing, encode("anything")) is None

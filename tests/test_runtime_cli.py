@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +43,9 @@ def test_help_teaches_with_examples() -> None:
 def test_enroll_and_transcribe_without_torchaudio_onnx_trainer_or_portaudio(bundle_dir: Path, tmp_path: Path) -> None:  # noqa: F811
     """The device path in subprocesses where torchaudio, onnx, edgemeta's trainer and sounddevice cannot be imported."""
     env = runtime_env(tmp_path, tmp_path / "home")
+    for forbidden in ("torchaudio", "onnx", "edgemeta.model", "edgemeta.export.bundle_writer", "sounddevice"):
+        probe = subprocess.run([sys.executable, "-c", f"import {forbidden}"], env=env, capture_output=True, text=True)
+        assert probe.returncode != 0 and "must not be imported" in probe.stderr, f"the blocker lets {forbidden} through"
     clips = clip_folder(tmp_path / "clips")
     enrolled = run_runtime(["--bundle", str(bundle_dir), "enroll", "--user", "erin", "--from", str(clips), "--json"], env)
     assert enrolled.returncode == EXIT_OK, enrolled.stderr

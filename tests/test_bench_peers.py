@@ -1,0 +1,104 @@
+"""``edgemeta bench peers``: end to end on synthetic speech, pocketsphinx against the tiny bundle."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from conftest import skip_or_fail
+from edgemeta.bench.__main__ import main
+from edgemeta.bench.peers import GRAMMAR_MAX_WORD_TYPES, PEER_MISSING, open_pocketsphinx, strip_fillers, word_types
+from edgemeta.runtime.audio import read_audio, write_audio
+from edgemeta.runtime.manifest import Clip, read_manifest, write_manifest
+from edgemeta.synth import SynthesisError, VoiceSpec, synthesize_corpus, synthesize_many
+from export_fixtures import bundle_dir  # noqa: F401  (session fixture)
+
+KEYS = {"dataset", "system", "k", "speaker", "cer", "wer", "rtf"}
+DIGIT_VOICES = (VoiceSpec("espeak-ng", "en-us", pitch=40, rate=150, variant="m3"),
+                VoiceSpec("espeak-ng", "en-gb", pitch=60, rate=140, variant="f2"))
+DIGIT_TEXTS = ("three", "seven two", "zero nine one", "five", "eight four six")
+
+
+def digits_manifest(folder: Path) -> Path:
+    """Spoken digit strings by two espeak-ng voices, as a manifest with one speaker per voice."""
+    clips = []
+    for voice in DIGIT_VOICES:
+        for index, (audio, text) in enumerate(zip(synthesize_many(list(DIGIT_TEXTS), voice), DIGIT_TEXTS)):
+            path = folder / voice.speaker_id / f"{index}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_audio(path, audio)
+            clips.append(Clip(path, text, voice.speaker_id))
+    manifest = folder / "manifest.jsonl"
+    write_manifest(manifest, clips)
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(prompts manifest, digits manifest): two speakers each, five clips per speaker."""
+    if importlib.util.find_spec("pocketsphinx") is None:
+        skip_or_fail(PEER_MISSING)
+    folder = tmp_path_factory.mktemp("peers")
+    try:
+        prompts = synthesize_corpus(folder / "prompts", speakers=2, clips=5, seed=1, engines=("espeak-ng",), conditions=False)
+        return prompts, digits_manifest(folder / "digits")
+    except SynthesisError as error:
+        skip_or_fail(str(error))
+
+
+def test_strip_fillers() -> None:
+    assert strip_fillers("<s> <sil> call(2) [NOISE] stella ++UH++ </s>") == "call stella"
+    assert strip_fillers("") == ""
+
+
+def test_peers_end_to_end(corpora: tuple[Path, Path], bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:  # noqa: F811
+    prompts, digits = corpora
+    assert len(word_types(read_manifest(prompts))) > GRAMMAR_MAX_WORD_TYPES, "the prompts must be a large vocabulary"
+    assert len(word_types(read_manifest(digits))) <= GRAMMAR_MAX_WORD_TYPES
+    out, plot = tmp_path / "peers.jsonl", tmp_path / "peers.png"
+    argv = ["peers", "--manifest", str(prompts), "--manifest", str(digits), "--bundle", str(bundle_dir),
+            "--speakers", "2", "--clips", "4", "--k", "2", "--json", str(out), "--plot", str(plot)]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all(set(r) == KEYS for r in records)
+    speakers = defaultdict(set)
+    for r in records:
+        assert isinstance(r["k"], int) and r["cer"] >= 0 and r["wer"] >= 0 and r["rtf"] > 0
+        speakers[r["dataset"], r["system"], r["k"]].add(r["speaker"])
+    assert set(speakers) == {
+        ("prompts", "pocketsphinx", 0), ("prompts", "edgemeta", 0), ("prompts", "edgemeta", 2),
+        ("digits", "pocketsphinx", 0), ("digits", "pocketsphinx-grammar", 0), ("digits", "edgemeta", 0), ("digits", "edgemeta", 2),
+    }, "the digit grammar is used for the small vocabulary only"
+    assert all(len(names) == 2 for names in speakers.values()), "every system and k scores the same speakers"
+
+    assert "| digits | pocketsphinx-grammar | 0 | 2 | 4 |" in table, table
+    assert "| prompts | edgemeta | 2 | 2 | 4 |" in table, table
+    assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_grammar_restricts_pocketsphinx_to_the_vocabulary(corpora: tuple[Path, Path]) -> None:
+    _, digits = corpora
+    clips = read_manifest(digits)
+    words = word_types(clips)
+    transcribe, files, _ = open_pocketsphinx(words)
+    texts = [transcribe(read_audio(clip.audio), None) for clip in clips]
+    assert any(texts) and all(set(text.split()) <= set(words) for text in texts), texts
+    assert not any(f.name.endswith(".lm.bin") for f in files), "no language model is loaded with the grammar"
+
+
+def test_missing_pocketsphinx_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "pocketsphinx.py").write_text('raise ModuleNotFoundError("No module named \'pocketsphinx\'", name="pocketsphinx")\n')
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text('{"audio": "a.wav", "text": "one", "speaker": "s"}\n')
+    result = subprocess.run([sys.executable, "-m", "edgemeta.bench", "peers", "--manifest", str(manifest)],
+                            env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "pocketsphinx is not installed" in result.stderr and "pip install -e '.[bench]'" in result.stderr

@@ -1,0 +1,193 @@
+"""``edgemeta eval`` end to end on synthetic speech: a tiny checkpoint and the tiny exported bundle."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, skip_or_fail
+from edgemeta import evaluate
+from edgemeta.checkpoint import load_checkpoint, save_checkpoint
+from edgemeta.cli import main
+from edgemeta.corpus import Utterance
+from edgemeta.runtime.audio import write_audio
+from edgemeta.runtime.manifest import Clip, write_manifest
+from edgemeta.synth import SynthesisError, VoiceSpec, synthesize_many
+from export_fixtures import bundle_archive, bundle_dir  # noqa: F401 (session fixtures)
+
+VOICES = {
+    "spk-a": VoiceSpec("espeak-ng", "en-us", pitch=50, rate=160, variant="m3"),  # a training speaker of tiny_checkpoint
+    "voice-b": VoiceSpec("espeak-ng", "en-gb", pitch=70, rate=140),
+}
+TEXTS = {
+    "spk-a": ["the cat sat", "open the door", "we meet at seven", "a bowl of soup", "turn left here", "good morning"],
+    "voice-b": ["she sells shells", "the red bus", "call me later", "it is raining", "bring the book", "stop the clock"],
+}
+FINETUNE_RATE = 0.05
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two speakers × 6 clips (one text each) and a speaker with a single clip, in a folder named ``synthset``."""
+    folder = tmp_path_factory.mktemp("eval") / "synthset"
+    clips = []
+    for speaker, voice in VOICES.items():
+        try:
+            audio = synthesize_many(TEXTS[speaker], voice)
+        except SynthesisError as error:
+            skip_or_fail(str(error))
+        for i, (waveform, text) in enumerate(zip(audio, TEXTS[speaker])):
+            path = folder / speaker / f"{i}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_audio(path, waveform)
+            clips.append(Clip(path, text, speaker))
+    clips.append(Clip(clips[0].audio, "only one clip", "lonely"))
+    write_manifest(folder / "manifest.jsonl", clips)
+    return folder / "manifest.jsonl"
+
+
+@pytest.fixture(scope="module")
+def pretrained(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model as a pretrained checkpoint with a stored fine-tuning rate."""
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    checkpoint.update(method="pretrained", rates=None, scalar_rate=FINETUNE_RATE)
+    path = tmp_path_factory.mktemp("pretrained") / "pretrained.pt"
+    save_checkpoint(path, checkpoint)
+    return path
+
+
+def read_records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_eval_records_protocol_and_reports(manifest: Path, pretrained: Path, tiny_checkpoint: Path, bundle_dir: Path,  # noqa: F811
+                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    scored: dict[str, list[frozenset[str]]] = defaultdict(list)
+    supports: list[frozenset[str]] = []
+    speaker_of = {text: speaker for speaker, texts in TEXTS.items() for text in texts}
+    original_score, original_adapt_head, original_enroll = evaluate.score, evaluate.adapt_head, evaluate.Adapter.enroll
+
+    def spy_score(references, hypotheses):
+        scored[speaker_of[references[0]]].append(frozenset(references))
+        return original_score(references, hypotheses)
+
+    def spy_adapt_head(source, support, *args):
+        supports.append(frozenset(u.text for u in support))
+        return original_adapt_head(source, support, *args)
+
+    def spy_enroll(self, clips):
+        supports.append(frozenset(c.text for c in clips))
+        return original_enroll(self, clips)
+
+    monkeypatch.setattr(evaluate, "score", spy_score)
+    monkeypatch.setattr(evaluate, "adapt_head", spy_adapt_head)
+    monkeypatch.setattr(evaluate.Adapter, "enroll", spy_enroll)
+    out = tmp_path / "out" / "eval.jsonl"
+    code = main(["eval", "--manifest", str(manifest), "--model", f"pretrained={pretrained}", "--model", f"meta-sgd={bundle_dir}",
+                 "--model", f"maml={tiny_checkpoint}", "--methods", "none,finetune,maml,meta-sgd,meta-sgd-scalar",
+                 "--k", "0,1,2,4", "--seeds", "2", "--json", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+
+    records = read_records(out)
+    assert all(list(r) == list(evaluate.RECORD_KEYS) for r in records)
+    assert {r["dataset"] for r in records} == {"synthset"}
+    assert {r["speaker"] for r in records} == {"spk-a", "voice-b"}  # "lonely" has no clip left to adapt on
+    keys = [(r["model"], r["method"], r["k"], r["speaker"], r["seed"]) for r in records]
+    assert len(keys) == len(set(keys))
+    count = defaultdict(int)
+    for model, method, k, _, _ in keys:
+        count[(model, method)] += 1
+    # 2 speakers × 2 seeds; none at k=0 for every model, adaptive methods at k = 0, 1, 2 (3 scored, 3 to adapt on: k=4 skipped)
+    assert count == {("pretrained", "none"): 4, ("meta-sgd", "none"): 4, ("maml", "none"): 4,
+                     ("pretrained", "finetune"): 12, ("maml", "maml"): 12, ("meta-sgd", "meta-sgd"): 12,
+                     ("meta-sgd", "meta-sgd-scalar"): 12}
+    by_key = {k: r for k, r in zip(keys, records)}
+    for speaker in VOICES:
+        assert by_key[("meta-sgd", "meta-sgd", 0, speaker, 1)]["cer"] == by_key[("meta-sgd", "none", 0, speaker, 0)]["cer"]
+
+    # One fixed scored set per speaker, whatever the model, method, k and seed; adaptation clips never among them.
+    for speaker in VOICES:
+        assert len(set(scored[speaker])) == 1 and len(next(iter(scored[speaker]))) == 3
+    all_scored = frozenset().union(*(s[0] for s in scored.values()))
+    assert supports and all(not (support & all_scored) for support in supports)
+    assert {len(s) for s in supports} == {1, 2}
+
+    summary = json.loads(out.with_suffix(".summary.json").read_text())
+    for speaker, facts in summary["datasets"]["synthset"]["speakers"].items():
+        assert {TEXTS[speaker][int(Path(n).stem)] for n in facts["scored"]} == next(iter(scored[speaker]))
+        assert not set(facts["adaptation"]["0"]) & set(facts["scored"]) and len(facts["adaptation"]["0"]) == 3
+    rates = {m["method"]: (m["model"], m["rates"]) for m in summary["methods"]}
+    assert rates == {"finetune": ("pretrained", FINETUNE_RATE), "maml": ("maml", None), "meta-sgd": ("meta-sgd", None),
+                     "meta-sgd-scalar": ("meta-sgd", FINETUNE_RATE)}
+
+    assert "k=4 skipped for 2 speaker(s)" in captured.err and "speaker lonely skipped" in captured.err
+    assert "training speakers: spk-a" in captured.err
+    assert "| dataset | model | method | k |" in captured.out
+    table = out.with_suffix(".md").read_text()
+    assert "| synthset | meta-sgd | meta-sgd-scalar | 2 | 2 |" in table
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_guard_on_a_bundle_archive(manifest: Path, bundle_archive: Path, tmp_path: Path) -> None:  # noqa: F811
+    out = tmp_path / "guard.jsonl"
+    done = subprocess.run(
+        [sys.executable, "-m", "edgemeta", "eval", "--manifest", str(manifest), "--model", f"meta-sgd={bundle_archive}",
+         "--k", "0,1,2", "--seeds", "1", "--guard", "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(read_records(out)) == 2 * (1 + 3)  # speakers × (none + meta-sgd at k = 0, 1, 2)
+    summary = json.loads(out.with_suffix(".summary.json").read_text())
+    adapted_rows = [r for r in summary["rows"] if r["k"] > 0]
+    assert adapted_rows and all(r["guard_acceptance"] is not None for r in adapted_rows)
+    assert set(summary["guard_rules"]) == {"1", "2"}
+    assert "guard accepted" in out.with_suffix(".md").read_text() and "| synthset | meta-sgd | meta-sgd | 2 |" in done.stdout
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no such manifest file"),
+    ('{"audio": "a.wav", "text": "hi", "speaker": "s"}\n{not json\n', "manifest.jsonl:2: not valid JSON"),
+    ('{"audio": "missing.wav", "text": "hi", "speaker": "s"}\n', "no speaker with at least 2 readable clips"),
+])
+def test_bad_manifest_is_a_clear_error(content: str | None, message: str, tiny_checkpoint: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "data" / "manifest.jsonl"
+    if content is not None:
+        path.parent.mkdir()
+        path.write_text(content)
+    code = main(["eval", "--manifest", str(path), "--model", f"meta-sgd={tiny_checkpoint}", "--json", str(tmp_path / "o.jsonl")])
+    error = capsys.readouterr().err
+    assert code == 1 and message in error and str(path) in error
+
+
+def test_method_without_its_model_and_bad_model_name(manifest: Path, tiny_checkpoint: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    code = main(["eval", "--manifest", str(manifest), "--model", f"meta-sgd={tiny_checkpoint}", "--methods", "none,reptile",
+                 "--json", str(tmp_path / "o.jsonl")])
+    assert code == 1 and "method reptile needs --model reptile=PATH" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["eval", "--manifest", str(manifest), "--model", f"best={tiny_checkpoint}", "--json", str(tmp_path / "o.jsonl")])
+
+
+def _utterances(speaker: str, count: int) -> list[Utterance]:
+    return [Utterance(np.zeros(160, np.float32), f"clip {i}", speaker, f"/data/set/{speaker}/{i}.wav") for i in range(count)]
+
+
+def test_scored_set_is_fixed_and_adaptation_draws_are_nested() -> None:
+    root = Path("/data/set")
+    digits = evaluate.split_speaker("jackson", _utterances("jackson", 500), root)
+    assert (len(digits.scored), len(digits.pool)) == (10, 490)
+    reading = evaluate.split_speaker("so762-0001", _utterances("so762-0001", 20), root)
+    assert (len(reading.scored), len(reading.pool)) == (10, 10)
+    shuffled = evaluate.split_speaker("so762-0001", _utterances("so762-0001", 20)[::-1], root)
+    assert [u.source for u in shuffled.scored] == [u.source for u in reading.scored]
+    assert reading.support(0, 5) == reading.support(0, 10)[:5]
+    assert [u.source for u in reading.support(0, 5)] != [u.source for u in reading.support(1, 5)]
+    assert not {u.source for u in digits.support(2, 20)} & {u.source for u in digits.scored}
