@@ -8,7 +8,9 @@ Protocol (DESIGN.md, "Evaluation protocol"):
   scored set, identical across k, methods, models and seeds; the rest are the
   adaptation pool (20 clips: 10 scored, k <= 10; 500 clips: 10 scored, k up
   to 490). A speaker's CER is Σ edits / Σ reference characters over its scored
-  clips (:func:`edgemeta.runtime.metrics.score`).
+  clips (:func:`edgemeta.runtime.metrics.score`). In speechocean762-train
+  only the committed split's dev speakers are scored (the rest trained the
+  models); any scored speaker in a model's training speakers is warned about.
 - **Adaptation clips.** Seed ``s`` ranks the pool by the sha256 of
   ``s/speaker/clip``; k-shot adaptation uses the first k, so a seed's clips
   are nested across k and the same for every method. A k larger than a
@@ -172,6 +174,7 @@ class Model(Protocol):
     method: str | None
     scalar_rate: float | None
     scalar_rate_source: str
+    has_rates: bool
     training_speakers: set[str]
 
     def prepare(self, scored: list[Utterance]) -> Any: ...
@@ -199,6 +202,7 @@ class CheckpointModel:
         self.scalar_rate = None if scalar is None else float(scalar)
         self.scalar_rate_source = f"checkpoint {path.name}"
         self.rates = dict(self.checkpoint["rates"]) if self.checkpoint.get("rates") else self.scalar_rate
+        self.has_rates = self.rates is not None
 
     def prepare(self, scored: list[Utterance]) -> ClipBatch:
         """The scored clips through the body, once."""
@@ -233,6 +237,7 @@ class BundleModel:
         self.scalar_rate = None if adaptation.get("scalar_rate") is None else float(adaptation["scalar_rate"])
         default = adaptation.get("scalar_rate_source") == "default"
         self.scalar_rate_source = f"bundle {path.name}" + (" (the exporter's default, not chosen on dev speakers)" if default else "")
+        self.has_rates = True  # rates.safetensors is a required file
         self.training_speakers = set(self.bundle.training_speakers)
         self._adapters: dict[float | None, Adapter] = {}
 
@@ -296,6 +301,8 @@ def plan_method(method: str, models: dict[str, Model]) -> MethodPlan:
     if method in ("maml", "fomaml", "reptile", "meta-sgd"):
         if method not in models:
             raise EvalError(f"method {method} needs --model {method}=PATH")
+        if not models[method].has_rates:
+            raise EvalError(f"method {method}: model {method} ({models[method].path}) stores neither rates λ nor a scalar rate")
         return MethodPlan(method, method, None, f"{method}'s own rates")
     if method == "finetune":
         for name in ("finetune", "pretrained"):
@@ -455,7 +462,7 @@ class Row:
 
 
 def summarize(records: list[Record], enrolled: list[Enrolled]) -> list[Row]:
-    """Table rows in record order: spread across speakers, "worse" against the same model's k=0."""
+    """Table rows by dataset, model, method (as first seen) and k: spread across speakers, "worse" against the model's k=0."""
     groups: dict[tuple[str, str, str, int], dict[str, list[Record]]] = defaultdict(lambda: defaultdict(list))
     before: dict[tuple[str, str, str], float] = {}
     for r in records:
@@ -482,7 +489,8 @@ def summarize(records: list[Record], enrolled: list[Enrolled]) -> list[Row]:
             float(np.mean([e.adapted for e in runs])) if runs else None,
             float(np.mean([e.seconds for e in runs])) if runs else None,
         ))
-    return rows
+    first = {key: {v: i for i, v in enumerate(dict.fromkeys(getattr(r, key) for r in records))} for key in ("dataset", "model", "method")}
+    return sorted(rows, key=lambda r: (first["dataset"][r.dataset], first["model"][r.model], first["method"][r.method], r.k))
 
 
 def _cell(value: float | None, digits: int = 3) -> str:
@@ -503,27 +511,29 @@ def markdown_table(rows: list[Row], guard: bool) -> str:
 
 
 def plot_cer(rows: list[Row], png: Path) -> None:
-    """CER (mean ± std across speakers) against k, one panel per dataset; ``none`` as each model's dashed k=0 line."""
+    """CER (mean ± std across speakers) against k, one panel per dataset and one colour per model.
+
+    A model's adaptive methods are solid lines (controls dash-dotted), its k=0 (``none``) a dashed horizontal line.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     datasets = list(dict.fromkeys(r.dataset for r in rows))
+    colours = {model: f"C{i % 10}" for i, model in enumerate(dict.fromkeys(r.model for r in rows))}
     figure, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4.2), squeeze=False)
     for axis, dataset in zip(axes[0], datasets):
         mine = [r for r in rows if r.dataset == dataset]
-        ks = sorted({r.k for r in mine})
         for model, method in dict.fromkeys((r.model, r.method) for r in mine):
             line = [r for r in mine if (r.model, r.method) == (model, method)]
             if method == "none":
-                axis.axhline(line[0].cer_mean, linestyle="--", linewidth=1, color="gray" if model == "pretrained" else "black",
-                             label=f"none ({model}, k=0)")
+                axis.axhline(line[0].cer_mean, linestyle="--", linewidth=1, color=colours[model], label=f"none ({model}, k=0)")
                 continue
-            label = method if model == method else f"{method} ({model})"
-            axis.errorbar([r.k for r in line], [r.cer_mean for r in line], yerr=[r.cer_std for r in line],
-                          marker="o", capsize=3, label=label)
-        axis.set_xticks(ks)
+            axis.errorbar([r.k for r in line], [r.cer_mean for r in line], yerr=[r.cer_std for r in line], marker="o", capsize=3,
+                          color=colours[model], linestyle="-." if method in CONTROLS else "-",
+                          label=method if model == method else f"{method} ({model})")
+        axis.set_xticks(sorted({r.k for r in mine}))
         axis.set_xlabel("k (adaptation clips)")
         axis.set_ylabel("CER (mean over speakers)")
         axis.set_title(dataset)
@@ -553,7 +563,7 @@ def report_markdown(rows: list[Row], guard: bool, seeds: int, rules: dict[int, l
     ]
     if guard:
         text.append("guard accepted: fraction of bundle enrollments the device's guard accepted (— for checkpoints: no guard). "
-                    "Guard rules by k: " + "; ".join(f"k={k}: {' / '.join(r)}" for k, r in rules.items()) + ".")
+                    "Guard rules used: " + "; ".join(r for by_k in rules.values() for r in by_k) + ".")
     text += [""] + [f"- {note}" for note in notes]
     return "\n".join(text).rstrip() + "\n"
 

@@ -168,17 +168,13 @@ class ClipBatch:
     frame_lengths: torch.Tensor
     targets: torch.Tensor
     target_lengths: torch.Tensor
-    texts: list[str]
 
     def rows(self, rows: list[int]) -> "ClipBatch":
         """A sub-batch (trimmed to its own longest clip); differentiable with respect to the features."""
         index = torch.tensor(rows, dtype=torch.long, device=self.features.device)
         frames = int(self.frame_lengths[index].max())
         labels = int(self.target_lengths[index].max())
-        return ClipBatch(
-            self.features[index, :frames], self.frame_lengths[index], self.targets[index, :labels],
-            self.target_lengths[index], [self.texts[i] for i in rows],
-        )
+        return ClipBatch(self.features[index, :frames], self.frame_lengths[index], self.targets[index, :labels], self.target_lengths[index])
 
 
 def encode_clips(
@@ -217,14 +213,13 @@ def encode_clips(
                 cache[utterances[i].source] = pieces[i].clone()
     frame_lengths = torch.tensor([len(pieces[i]) for i in range(len(utterances))], dtype=torch.long)
     features = nn.utils.rnn.pad_sequence([pieces[i] for i in range(len(utterances))], batch_first=True)
-    texts = [u.text for u in utterances]
-    flat, target_lengths = pad_targets(texts)
-    targets = torch.zeros(len(texts), max(1, int(target_lengths.max())), dtype=torch.long)
+    flat, target_lengths = pad_targets([u.text for u in utterances])
+    targets = torch.zeros(len(utterances), max(1, int(target_lengths.max())), dtype=torch.long)
     offsets = torch.cumsum(target_lengths, 0) - target_lengths
     for row, (start, length) in enumerate(zip(offsets.tolist(), target_lengths.tolist())):
         targets[row, :length] = flat[start : start + length]
     device = features.device
-    return ClipBatch(features, frame_lengths.to(device), targets.to(device), target_lengths.to(device), texts)
+    return ClipBatch(features, frame_lengths.to(device), targets.to(device), target_lengths.to(device))
 
 
 def task_loss(part: AdaptedPart, params: Mapping[str, torch.Tensor], batch: ClipBatch, twice_differentiable: bool = False) -> torch.Tensor:

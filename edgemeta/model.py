@@ -42,6 +42,7 @@ class ModelConfig:
     bidirectional: bool = False
     head_hidden: bool = True
     vocab_size: int = len(VOCABULARY)
+    tail_samples: int = 3200  # silence appended to every input (0.2 s): see SpeechRecognizer.log_mel
 
     @property
     def feature_size(self) -> int:
@@ -113,8 +114,8 @@ class SpeechRecognizer(nn.Module):
         self.head = Head(c.feature_size, c.vocab_size, c.head_hidden)
 
     def frame_lengths(self, sample_lengths: torch.Tensor) -> torch.Tensor:
-        """Output frames for inputs of ``sample_lengths`` samples."""
-        frames = torch.div(sample_lengths, self.config.hop_length, rounding_mode="floor")
+        """Output frames for inputs of ``sample_lengths`` samples (the silent tail included)."""
+        frames = torch.div(sample_lengths + self.config.tail_samples, self.config.hop_length, rounding_mode="floor")
         return torch.div(frames + self.config.subsampling - 1, self.config.subsampling, rounding_mode="floor")
 
     def encode(self, features: torch.Tensor, frame_lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -132,10 +133,19 @@ class SpeechRecognizer(nn.Module):
             return nn.utils.rnn.pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=x.shape[1])[0]
         return self.gru(x)[0]
 
+    def log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Normalised log-mel of ``waveform`` followed by ``tail_samples`` of silence.
+
+        The convolutions and the GRU are causal, so without a silent tail the
+        last characters of a tightly cut clip would have no frames left to be
+        emitted in; the tail gives every clip the same room to finish.
+        """
+        return self.frontend(F.pad(waveform, (0, self.config.tail_samples)))
+
     def body(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """The frozen part: waveform -> head input features ``[batch, frames, feature_size]``."""
         frame_lengths = None if lengths is None else self.frame_lengths(lengths)
-        return self.encode(self.frontend(waveform), frame_lengths)
+        return self.encode(self.log_mel(waveform), frame_lengths)
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return F.log_softmax(self.head(self.body(waveform, lengths)), dim=-1)

@@ -53,6 +53,7 @@ class TrainConfig:
     clip_norm: float = 5.0
     batch_seconds: float = 50.0
     augment: bool = True
+    channel_probability: float = 0.2
     spec_augment: bool = True
     dev_every_minutes: float = 5.0
     checkpoint_every_minutes: float = 2.0
@@ -151,7 +152,7 @@ def learning_rate(config: TrainConfig, step: int, elapsed: float) -> float:
 
 def ctc_batch_loss(model: SpeechRecognizer, waveforms, lengths, texts, spec_augment: SpecAugment | None) -> torch.Tensor:
     """Mean CTC loss of a padded batch (SpecAugment on the normalised log-mel when given)."""
-    features = model.frontend(waveforms)
+    features = model.log_mel(waveforms)
     if spec_augment is not None:
         features = spec_augment(features)
     frame_lengths = model.frame_lengths(lengths)
@@ -183,7 +184,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
         optimizer.load_state_dict(state["optimizer"])
     spec_augment = SpecAugment() if config.spec_augment else None
     lengths = [len(u.audio) for u in data.train]
-    unalignable = sum(len(u.audio) // model.config.hop_length // model.config.subsampling < ctc_min_frames(u.text) for u in data.train)
+    unalignable = sum(int(model.frame_lengths(torch.tensor(len(u.audio)))) < ctc_min_frames(u.text) for u in data.train)
     log.info("%d training clips (%.2f h, %d speakers), %d dev clips; %d clips too short for CTC alignment",
              len(data.train), sum(lengths) / 16000 / 3600, len(speakers), len(data.dev), unalignable)
     metrics_file = (out / "metrics.jsonl").open("a")
@@ -215,7 +216,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
             rng = np.random.default_rng([config.seed, state["step"]])
             torch.manual_seed(config.seed * 100_003 + state["step"])
             batch = [data.train[i] for i in batches[state["batch"]]]
-            audios = [random_augment(u.audio, rng) if config.augment else u.audio for u in batch]
+            audios = [random_augment(u.audio, rng, p=config.channel_probability) if config.augment else u.audio for u in batch]
             waveforms, sample_lengths = pad_audio(audios)
             loss = ctc_batch_loss(model, waveforms, sample_lengths, [u.text for u in batch], spec_augment)
             for group in optimizer.param_groups:
@@ -269,6 +270,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr", type=float, default=1.5e-3, help="peak AdamW learning rate")
     parser.add_argument("--batch-seconds", type=float, default=50.0, help="audio seconds per batch, padding included")
     parser.add_argument("--no-augment", action="store_true", help="no noise/reverberation/speed/band-limit augmentation")
+    parser.add_argument("--channel-probability", type=float, default=0.2,
+                        help="chance that a clip gets a random channel (noise, room, band limit, gain) on top of speed perturbation")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", type=json.loads, default={}, help='ModelConfig overrides as JSON, e.g. \'{"channels": 192}\'')
@@ -280,6 +283,7 @@ def _run(args: argparse.Namespace) -> int:
     config = TrainConfig(
         manifests=args.manifest, speechocean=not args.no_speechocean, out=args.out, minutes=args.minutes,
         max_steps=args.steps, lr=args.lr, batch_seconds=args.batch_seconds, augment=not args.no_augment,
+        channel_probability=args.channel_probability,
         threads=args.threads, seed=args.seed, model=args.model,
     )
     print(train(config))

@@ -134,6 +134,7 @@ def build_manifest(
             "file": STREAM_FILE,
             "chunk_samples": streamer.chunk_multiple * STREAM_CHUNK_FRAMES,
             "chunk_multiple": streamer.chunk_multiple,
+            "tail_samples": streamer.tail_samples,
             "state": [{"name": name, "shape": list(shape)} for name, shape in streamer.state_shapes().items()],
         }
     return {

@@ -132,7 +132,9 @@ def compare_stream(
     chunk = chunk_samples or streaming["chunk_samples"]
     worst, differing = 0.0, 0
     for clip in clips:
-        padded = np.pad(clip, (0, -len(clip) % chunk))[None, :]
+        # the device flushes an utterance with the model's silent tail, as whole-utterance inference has it
+        tail = model.config.tail_samples
+        padded = np.pad(clip, (0, tail + -(len(clip) + tail) % chunk))[None, :]
         state = {s["name"]: np.zeros((1, *s["shape"]), dtype=np.float32) for s in streaming["state"]}
         pieces = []
         for start in range(0, padded.shape[1], chunk):

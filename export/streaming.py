@@ -44,6 +44,7 @@ class StreamingRecognizer(nn.Module):
         self.model = model
         config = model.config
         self.hop_length = config.hop_length
+        self.tail_samples = config.tail_samples
         self.audio_context = math.ceil(model.frontend.context / config.hop_length) * config.hop_length
         stride = model.subsample.stride[0]
         self.subsample_context = math.ceil(model.subsample.left_context / stride) * stride
@@ -98,13 +99,14 @@ class StreamingRecognizer(nn.Module):
 def stream_utterance(streamer: StreamingRecognizer, waveform: torch.Tensor, chunk_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Feed ``waveform`` ``[batch, samples]`` in chunks of ``chunk_samples``; return (log_probs, features) concatenated.
 
-    The tail is zero-padded to a whole chunk multiple; the caller trims to
+    The end is flushed with the model's silent tail (``tail_samples``) and
+    zero-padded to a whole chunk multiple; the caller trims to
     ``model.frame_lengths`` to compare with whole-utterance inference.
     """
     if chunk_samples % streamer.chunk_multiple:
         raise ValueError(f"chunk_samples {chunk_samples} is not a multiple of {streamer.chunk_multiple}")
-    pad = -waveform.shape[1] % streamer.chunk_multiple
-    waveform = F.pad(waveform, (0, pad))
+    waveform = F.pad(waveform, (0, streamer.tail_samples))
+    waveform = F.pad(waveform, (0, -waveform.shape[1] % streamer.chunk_multiple))
     state = streamer.initial_state(waveform.shape[0])
     log_probs, features = [], []
     for start in range(0, waveform.shape[1], chunk_samples):

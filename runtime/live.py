@@ -82,6 +82,8 @@ class _StreamDecoder:
         self.session = bundle.stream_session(threads=threads)
         self.chunk = int(bundle.streaming["chunk_samples"])
         self.multiple = int(bundle.streaming.get("chunk_multiple", self.chunk))  # the last chunk may be shorter
+        # the model's silent tail, fed at the end of an utterance as whole-utterance inference appends it
+        self.tail = np.zeros(int(bundle.streaming.get("tail_samples", 0)), dtype=np.float32)
         self.head_feeds = dict(head_feeds)
         self.reset()
 
@@ -93,6 +95,7 @@ class _StreamDecoder:
     def push(self, audio: np.ndarray, last: bool = False) -> None:
         self.pending = np.concatenate([self.pending, audio.astype(np.float32, copy=False)])
         if last:
+            self.pending = np.concatenate([self.pending, self.tail])
             self.pending = np.concatenate([self.pending, np.zeros(-len(self.pending) % self.multiple, dtype=np.float32)])
         state_names = list(self.state)
         while len(self.pending) >= self.chunk or (last and len(self.pending)):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from collections import defaultdict
@@ -13,11 +14,11 @@ import pytest
 
 from conftest import skip_or_fail
 from edgemeta.bench.__main__ import main
-from edgemeta.bench.peers import GRAMMAR_MAX_WORD_TYPES, PEER_MISSING, open_pocketsphinx, strip_fillers, word_types
+from edgemeta.bench.peers import GRAMMAR_MAX_WORD_TYPES, PEER_MISSING, load_dataset, open_pocketsphinx, strip_fillers, word_types
 from edgemeta.runtime.audio import read_audio, write_audio
 from edgemeta.runtime.manifest import Clip, read_manifest, write_manifest
 from edgemeta.synth import SynthesisError, VoiceSpec, synthesize_corpus, synthesize_many
-from export_fixtures import bundle_dir  # noqa: F401  (session fixture)
+from export_fixtures import bundle_dir, one_torch_thread  # noqa: F401  (session fixture; torch threads restored after each test)
 
 KEYS = {"dataset", "system", "k", "speaker", "cer", "wer", "rtf"}
 DIGIT_VOICES = (VoiceSpec("espeak-ng", "en-us", pitch=40, rate=150, variant="m3"),
@@ -57,13 +58,29 @@ def test_strip_fillers() -> None:
     assert strip_fillers("") == ""
 
 
+def test_speakers_and_clips_are_chosen_once_for_every_system(tmp_path: Path) -> None:
+    """Trained-on and too-short speakers are not scored; enrollment and scored clips are disjoint and reproducible."""
+    clips = [Clip(tmp_path / f"{speaker}-{i}.wav", f"word {i}", speaker)
+             for speaker, count in (("alice", 8), ("bob", 3), ("carol", 8), ("trained", 8)) for i in range(count)]
+    manifest = tmp_path / "corpus" / "manifest.jsonl"
+    write_manifest(manifest, clips)
+    dataset = load_dataset(manifest, speakers=5, clips=6, pool=3, excluded={"trained"}, seed=0)
+    assert dataset.name == "corpus" and [s.name for s in dataset.speakers] == ["alice", "carol"]
+    for speaker in dataset.speakers:
+        assert len(speaker.pool) == 3 and len(speaker.scored) == 3
+        assert not {c.audio for c in speaker.pool} & {c.audio for c in speaker.scored}
+    again = load_dataset(manifest, speakers=5, clips=6, pool=3, excluded={"trained"}, seed=0)
+    assert [c.audio for c in again.speakers[0].scored] == [c.audio for c in dataset.speakers[0].scored]
+
+
+@pytest.mark.slow
 def test_peers_end_to_end(corpora: tuple[Path, Path], bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:  # noqa: F811
     prompts, digits = corpora
     assert len(word_types(read_manifest(prompts))) > GRAMMAR_MAX_WORD_TYPES, "the prompts must be a large vocabulary"
     assert len(word_types(read_manifest(digits))) <= GRAMMAR_MAX_WORD_TYPES
     out, plot = tmp_path / "peers.jsonl", tmp_path / "peers.png"
     argv = ["peers", "--manifest", str(prompts), "--manifest", str(digits), "--bundle", str(bundle_dir),
-            "--speakers", "2", "--clips", "4", "--k", "2", "--json", str(out), "--plot", str(plot)]
+            "--speakers", "2", "--clips", "3", "--k", "2", "--json", str(out), "--plot", str(plot)]
     assert main(argv) == 0
     table = capsys.readouterr().out
 
@@ -79,8 +96,8 @@ def test_peers_end_to_end(corpora: tuple[Path, Path], bundle_dir: Path, tmp_path
     }, "the digit grammar is used for the small vocabulary only"
     assert all(len(names) == 2 for names in speakers.values()), "every system and k scores the same speakers"
 
-    assert "| digits | pocketsphinx-grammar | 0 | 2 | 4 |" in table, table
-    assert "| prompts | edgemeta | 2 | 2 | 4 |" in table, table
+    assert "| digits | pocketsphinx-grammar | 0 | 2 | 2 |" in table, table
+    assert "| prompts | edgemeta | 2 | 2 | 2 |" in table, table
     assert plot.read_bytes().startswith(b"\x89PNG")
 
 
@@ -95,10 +112,11 @@ def test_grammar_restricts_pocketsphinx_to_the_vocabulary(corpora: tuple[Path, P
 
 
 def test_missing_pocketsphinx_is_a_clear_error(tmp_path: Path) -> None:
+    """With pocketsphinx unimportable (a module on PYTHONPATH that raises as a missing one does), the command says how to install it."""
     (tmp_path / "pocketsphinx.py").write_text('raise ModuleNotFoundError("No module named \'pocketsphinx\'", name="pocketsphinx")\n')
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text('{"audio": "a.wav", "text": "one", "speaker": "s"}\n')
     result = subprocess.run([sys.executable, "-m", "edgemeta.bench", "peers", "--manifest", str(manifest)],
-                            env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60)
+                            env=dict(os.environ, PYTHONPATH=str(tmp_path)), capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "pocketsphinx is not installed" in result.stderr and "pip install -e '.[bench]'" in result.stderr

@@ -15,7 +15,8 @@ from conftest import REPO, skip_or_fail
 from edgemeta import evaluate
 from edgemeta.checkpoint import load_checkpoint, save_checkpoint
 from edgemeta.cli import main
-from edgemeta.corpus import Utterance
+from edgemeta.meta_learning import transcribe
+from edgemeta.corpus import Utterance, load_corpus
 from edgemeta.runtime.audio import write_audio
 from edgemeta.runtime.manifest import Clip, write_manifest
 from edgemeta.synth import SynthesisError, VoiceSpec, synthesize_many
@@ -60,6 +61,12 @@ def pretrained(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) 
     path = tmp_path_factory.mktemp("pretrained") / "pretrained.pt"
     save_checkpoint(path, checkpoint)
     return path
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoded-audio caches go to a temporary folder, not the user's ``~/.cache/edgemeta``."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 def read_records(path: Path) -> list[dict]:
@@ -167,13 +174,17 @@ def test_bad_manifest_is_a_clear_error(content: str | None, message: str, tiny_c
     assert code == 1 and message in error and str(path) in error
 
 
-def test_method_without_its_model_and_bad_model_name(manifest: Path, tiny_checkpoint: Path, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture) -> None:
-    code = main(["eval", "--manifest", str(manifest), "--model", f"meta-sgd={tiny_checkpoint}", "--methods", "none,reptile",
-                 "--json", str(tmp_path / "o.jsonl")])
+def test_method_without_its_model_or_rates_and_bad_model_name(manifest: Path, tiny_checkpoint: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    out = str(tmp_path / "o.jsonl")
+    rateless = tmp_path / "rateless.pt"
+    save_checkpoint(rateless, {**load_checkpoint(tiny_checkpoint), "rates": None, "scalar_rate": None})
+    code = main(["eval", "--manifest", str(manifest), "--model", f"meta-sgd={tiny_checkpoint}", "--methods", "none,reptile", "--json", out])
     assert code == 1 and "method reptile needs --model reptile=PATH" in capsys.readouterr().err
+    code = main(["eval", "--manifest", str(manifest), "--model", f"meta-sgd={rateless}", "--methods", "meta-sgd", "--json", out])
+    assert code == 1 and "stores neither rates λ nor a scalar rate" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["eval", "--manifest", str(manifest), "--model", f"best={tiny_checkpoint}", "--json", str(tmp_path / "o.jsonl")])
+        main(["eval", "--manifest", str(manifest), "--model", f"best={tiny_checkpoint}", "--json", out])
 
 
 def _utterances(speaker: str, count: int) -> list[Utterance]:
@@ -191,3 +202,12 @@ def test_scored_set_is_fixed_and_adaptation_draws_are_nested() -> None:
     assert reading.support(0, 5) == reading.support(0, 10)[:5]
     assert [u.source for u in reading.support(0, 5)] != [u.source for u in reading.support(1, 5)]
     assert not {u.source for u in digits.support(2, 20)} & {u.source for u in digits.scored}
+
+
+def test_cached_scored_features_give_the_full_model_transcripts(manifest: Path, tiny_checkpoint: Path) -> None:
+    utterances = [u for u in load_corpus(manifest, progress=False) if u.speaker != "lonely"]
+    model = evaluate.CheckpointModel("meta-sgd", tiny_checkpoint)
+    adapted = model.adapt(utterances[:3], None).weights
+    prepared = model.prepare(utterances[3:])
+    for weights in (None, adapted):
+        assert model.transcribe(prepared, weights) == transcribe(model.part.model, utterances[3:], weights)

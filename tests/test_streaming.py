@@ -63,7 +63,8 @@ def test_stream_onnx_batches_streams_and_uses_the_adapted_head(bundle_dir: Path,
     adapted = parity.perturbed(bundle.head_weights(), seed=8, scale=0.2)
     waveform = np.stack(parity.synthetic_clips(16000, seconds=(1.28, 1.28), seed=3))
     chunk = bundle.streaming["chunk_samples"]
-    padded = np.pad(waveform, ((0, 0), (0, -waveform.shape[1] % chunk)))
+    flushed = waveform.shape[1] + bundle.streaming["tail_samples"]  # the end is flushed with the model's silent tail
+    padded = np.pad(waveform, ((0, 0), (0, flushed - waveform.shape[1] + -flushed % chunk)))
     state, pieces = bundle.initial_stream_state(batch=2), []
     session = bundle.stream_session()
     for start in range(0, padded.shape[1], chunk):

@@ -20,12 +20,14 @@ scored, the same clips for every system and k. Speakers the bundle lists as
 its training speakers, and the training side of the committed speechocean762
 split, are never scored.
 
-Measurement: each system transcribes in a fresh worker process (this module's
-:func:`worker_main`) that imports only that system, loads its model (timed:
-model load), transcribes clip by clip on one thread after one untimed
-warm-up clip (RTF = decode seconds / audio seconds) and reports its peak
-resident memory as ``VmHWM`` from ``/proc/self/status`` (a child's
-``ru_maxrss`` also counts the memory of the parent it was forked from).
+Measurement: each system transcribes in a fresh worker process (this
+module's :func:`worker_main`) that imports only that system, loads its model
+(timed: model load), transcribes clip by clip on one thread after an untimed
+one-second warm-up (RTF = decode wall seconds / audio seconds; CPU RTF the
+same with the process's CPU seconds, steadier on a shared machine) and
+reports its peak resident memory as ``VmHWM`` from ``/proc/self/status`` (a
+child's ``ru_maxrss`` also counts the memory of the parent it was forked
+from: measured here, 413 MB reported for a 14 MB child of a 413 MB parent).
 Every system gets the same 16 kHz mono audio (:func:`read_audio`);
 pocketsphinx's fillers (``<s>``, ``<sil>``, ``[NOISE]``, ``++...++``) and
 pronunciation variant marks (``(2)``) are stripped; references and
@@ -51,7 +53,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -80,6 +82,7 @@ PEER_MISSING = ("pocketsphinx is not installed; it is this benchmark's peer, in 
                 "extra: pip install -e '.[bench]'")
 PLOT_MISSING = "--plot needs matplotlib, in the optional 'train' extra: pip install -e '.[train]'"
 MB = 1e6
+WARM_UP_SAMPLES = SAMPLE_RATE  # one second
 
 EXAMPLES = """\
 examples:
@@ -109,7 +112,6 @@ class Dataset:
     """One manifest's scored speakers and the word types of the whole manifest (normalised, sorted)."""
 
     name: str
-    manifest: Path
     words: list[str]
     speakers: list[Speaker]
 
@@ -143,12 +145,12 @@ class Row:
     wer: list[float]
     clips: int
     rtf: float
+    cpu_rtf: float
     load_seconds: float
     model_bytes: int
     peak_rss_bytes: int | None
     worse: float | None = None
     adapted: float | None = None
-    speaker_rtf: list[float] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -220,13 +222,13 @@ def load_dataset(manifest: Path, speakers: int, clips: int, pool: int, excluded:
     if not chosen:
         raise BenchError(f"{manifest}: no speaker to score ({len(by_speaker)} speakers, {len(trained)} trained on, "
                          f"{len(short)} with at most {pool} clips)")
-    return Dataset(manifest.resolve().parent.name, manifest, word_types(listed), chosen)
+    return Dataset(manifest.resolve().parent.name, word_types(listed), chosen)
 
 
 # Worker: one process per system that loads one model and transcribes -------------
 
 
-def folder_bytes(paths: Sequence[Path]) -> int:
+def bytes_on_disk(paths: Sequence[Path]) -> int:
     """Bytes on disk of files and of every file under folders."""
     files = [f for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()]
     return sum(f.stat().st_size for f in files)
@@ -323,19 +325,20 @@ def worker_main() -> int:
             transcribe, files, load_seconds = open_edgemeta(job["bundle"], job["home"], users)
         else:
             transcribe, files, load_seconds = open_pocketsphinx(job["words"])
-        transcribe(read_audio(items[0]["audio"], SAMPLE_RATE), None)  # warm-up, not timed
-        texts, seconds, audio_seconds = [], [], []
+        transcribe(read_audio(items[0]["audio"], SAMPLE_RATE)[:WARM_UP_SAMPLES], None)  # first-call set-up, not timed
+        texts, seconds, cpu_seconds, audio_seconds = [], [], [], []
         for item in tqdm(items, desc=job["system"], unit="clip", file=sys.stderr, disable=None):
             audio = read_audio(item["audio"], SAMPLE_RATE)
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             texts.append(transcribe(audio, item["user"]))
             seconds.append(time.perf_counter() - started)
+            cpu_seconds.append(time.process_time() - cpu_started)
             audio_seconds.append(len(audio) / SAMPLE_RATE)
     except (ValueError, RuntimeError) as error:  # unreadable audio, bad bundle or profile, pocketsphinx refusing
         print(f"error: {job['system']}: {error}", file=sys.stderr)
         return 1
-    result = {"texts": texts, "seconds": seconds, "audio_seconds": audio_seconds, "load_seconds": load_seconds,
-              "model_bytes": folder_bytes(files), "peak_rss_bytes": peak_rss_bytes()}
+    result = {"texts": texts, "seconds": seconds, "cpu_seconds": cpu_seconds, "audio_seconds": audio_seconds,
+              "load_seconds": load_seconds, "model_bytes": bytes_on_disk(files), "peak_rss_bytes": peak_rss_bytes()}
     print(json.dumps(result), flush=True)
     return 0
 
@@ -393,8 +396,8 @@ def score_items(items: list[Item], result: dict) -> tuple[list[dict], list[Row]]
         groups[item.dataset, item.system, item.k][item.speaker].append(index)
     records, rows = [], []
     for (dataset, system, k), speakers in groups.items():
-        row = Row(dataset, system, k, [], [], [], 0, 0.0, result["load_seconds"], result["model_bytes"], result["peak_rss_bytes"])
-        decode, audio = 0.0, 0.0
+        row = Row(dataset, system, k, [], [], [], 0, 0.0, 0.0, result["load_seconds"], result["model_bytes"], result["peak_rss_bytes"])
+        decode, cpu, audio = 0.0, 0.0, 0.0
         for speaker, indices in speakers.items():
             references = [normalize_text(items[i].clip.text) for i in indices]
             hypotheses = [normalize_text(result["texts"][i]) for i in indices]
@@ -407,10 +410,10 @@ def score_items(items: list[Item], result: dict) -> tuple[list[dict], list[Row]]
             row.speakers.append(speaker)
             row.cer.append(counts.cer)
             row.wer.append(counts.wer)
-            row.speaker_rtf.append(rtf)
             row.clips += len(indices)
             decode, audio = decode + seconds, audio + length
-        row.rtf = decode / audio
+            cpu += sum(result["cpu_seconds"][i] for i in indices)
+        row.rtf, row.cpu_rtf = decode / audio, cpu / audio
         rows.append(row)
     return records, rows
 
@@ -432,14 +435,14 @@ def spread(values: list[float]) -> float:
 def markdown_table(rows: list[Row]) -> str:
     """The figures per dataset, system and k as a Markdown table."""
     header = ["dataset", "system", "k", "speakers", "scored clips", "CER mean", "CER median", "CER sd", "WER mean",
-              "WER median", "WER sd", "worse", "adapted", "RTF (1 thread)", "load s", "size MB", "peak RSS MB"]
+              "WER median", "WER sd", "worse", "adapted", "RTF", "CPU RTF", "load s", "size MB", "peak RSS MB"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         cells = [r.dataset, r.system, str(r.k), str(len(r.speakers)), str(r.clips),
                  f"{np.mean(r.cer):.3f}", f"{statistics.median(r.cer):.3f}", f"{spread(r.cer):.3f}",
                  f"{np.mean(r.wer):.3f}", f"{statistics.median(r.wer):.3f}", f"{spread(r.wer):.3f}",
                  "—" if r.worse is None else f"{r.worse:.2f}", "—" if r.adapted is None else f"{r.adapted:.2f}",
-                 f"{r.rtf:.3f}", f"{r.load_seconds:.2f}", f"{r.model_bytes / MB:.1f}",
+                 f"{r.rtf:.3f}", f"{r.cpu_rtf:.3f}", f"{r.load_seconds:.2f}", f"{r.model_bytes / MB:.1f}",
                  "n/a" if r.peak_rss_bytes is None else f"{r.peak_rss_bytes / MB:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -505,6 +508,9 @@ def benchmark(args: argparse.Namespace) -> int:
         raise BenchError(f"{error} (pass --bundle PATH for another bundle)") from None
     excluded = set(bundle.training_speakers) | set(speechocean_split()["train_speakers"])
     datasets = [load_dataset(m, args.speakers, args.clips, pool, excluded, args.seed) for m in args.manifest]
+    names = [d.name for d in datasets]
+    if len(set(names)) < len(names):
+        raise BenchError(f"two manifests share a folder name, which names their dataset: {', '.join(map(str, args.manifest))}")
     started = time.perf_counter()
     records: list[dict] = []
     rows: list[Row] = []
@@ -526,12 +532,14 @@ def benchmark(args: argparse.Namespace) -> int:
         unadapted = [Item(d.name, EDGEMETA, 0, s.name, clip) for d, s, clip in scored]
         measure(EDGEMETA, unadapted + enrolled, bundle=str(bundle.source), home=home)
     compare_with_unadapted(rows, adapted, CER_TOLERANCE)
-    rows.sort(key=lambda r: ([d.name for d in datasets].index(r.dataset), (POCKETSPHINX, GRAMMAR, EDGEMETA).index(r.system), r.k))
+    rows.sort(key=lambda r: (names.index(r.dataset), (POCKETSPHINX, GRAMMAR, EDGEMETA).index(r.system), r.k))
 
     print(f"edgemeta bench peers, {date.today().isoformat()}, {machine()}; bundle {bundle.source} "
           f"(digest {bundle.digest[:12]}); {len(scored)} scored clips; {time.perf_counter() - started:.0f} s\n")
     print(markdown_table(rows))
-    print(f"\nworse: fraction of speakers whose CER after enrollment exceeds their k=0 CER + {CER_TOLERANCE}; "
+    print("\nRTF: decode wall time / audio time on 1 thread; CPU RTF: the same with the process's CPU time, "
+          "steadier on a busy machine.")
+    print(f"worse: fraction of speakers whose CER after enrollment exceeds their k=0 CER + {CER_TOLERANCE}; "
           "adapted: fraction whose enrollment kept an adapted head (the guard may keep the base head)")
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
