@@ -85,21 +85,41 @@ class LearnedRates(nn.Module):
     Adam step moves every ``log λ`` by about the optimiser's learning rate,
     whatever the gradient's size, so λ can change by a factor ``e`` only after
     ``1 / lr`` steps: give λ a larger outer learning rate than the weights.
+    ``max_rate`` bounds every λ (see :meth:`bound_`): a few elements whose
+    meta-gradient keeps one sign otherwise grow by orders of magnitude, and a
+    new speaker's gradient on them would make the device's step explode.
     """
 
-    def __init__(self, shapes: Mapping[str, torch.Size], init: float, parameterisation: str = "log", dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        shapes: Mapping[str, torch.Size],
+        init: float,
+        parameterisation: str = "log",
+        dtype: torch.dtype = torch.float32,
+        max_rate: float | None = None,
+    ) -> None:
         super().__init__()
-        if init <= 0:
-            raise ValueError(f"initial learning rate must be positive, got {init}")
+        if init <= 0 or (max_rate is not None and max_rate < init):
+            raise ValueError(f"need 0 < initial rate <= max_rate, got {init} and {max_rate}")
         self.names = list(shapes)
         self.parameterisation = parameterisation
-        raw = math.log(init) if parameterisation == "log" else math.log(math.expm1(init))
-        self.raw = nn.ParameterList(nn.Parameter(torch.full(tuple(shape), raw, dtype=dtype)) for shape in shapes.values())
+        self.raw_max = None if max_rate is None else self._inverse(max_rate)
+        self.raw = nn.ParameterList(nn.Parameter(torch.full(tuple(shape), self._inverse(init), dtype=dtype)) for shape in shapes.values())
+
+    def _inverse(self, rate: float) -> float:
+        return math.log(rate) if self.parameterisation == "log" else math.log(math.expm1(rate))
 
     def forward(self) -> Params:
         """The positive rates, keyed like the parameters they scale."""
         positive = torch.exp if self.parameterisation == "log" else F.softplus
         return {name: positive(raw) for name, raw in zip(self.names, self.raw)}
+
+    @torch.no_grad()
+    def bound_(self) -> None:
+        """Project every λ back to at most ``max_rate`` (after each outer step)."""
+        if self.raw_max is not None:
+            for raw in self.raw:
+                raw.clamp_(max=self.raw_max)
 
 
 class _GruAndHead(nn.Module):

@@ -70,7 +70,8 @@ class MetaTrainConfig:
     ``inner_rate`` is MAML/FOMAML/Reptile's fixed α and Meta-SGD's initial λ.
     ``outer_lr`` is AdamW's rate for the body and head init, ``rate_lr`` for
     Meta-SGD's ``log λ`` (or softplus pre-image): with the log
-    parameterisation each step moves ``log λ`` by at most about ``rate_lr``.
+    parameterisation each step moves ``log λ`` by at most about ``rate_lr``;
+    ``max_rate`` bounds every λ.
     ``freeze_body`` keeps the body fixed (only head init and λ learn) and caches
     its features, many times more meta-steps per minute.
     """
@@ -93,6 +94,7 @@ class MetaTrainConfig:
     condition_rate: float = 0.0
     outer_lr: float = 3e-4
     rate_lr: float = 3e-2
+    max_rate: float | None = 1.0
     weight_decay: float = 0.01
     clip_norm: float = 5.0
     reptile_step: float = 0.5
@@ -208,7 +210,8 @@ class MetaTrainer:
         self.rates: LearnedRates | None = None
         if config.method == "meta-sgd":
             shapes = {name: p.shape for name, p in self.part.params().items()}
-            self.rates = LearnedRates(shapes, config.inner_rate, config.rate_parameterisation, adapted[0].dtype).to(adapted[0].device)
+            self.rates = LearnedRates(shapes, config.inner_rate, config.rate_parameterisation, adapted[0].dtype, config.max_rate)
+            self.rates.to(adapted[0].device)
         # A frozen body's features never change: compute each clean clip's once (training and dev clips).
         self.cache: dict[str, torch.Tensor] | None = {} if not config.trains_body and config.condition_rate == 0 else None
         if config.method == "reptile":
@@ -236,6 +239,8 @@ class MetaTrainer:
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
             group["lr"] = base * factor
         self.optimizer.step()
+        if self.rates is not None:
+            self.rates.bound_()
         loss, before, after = totals.tolist()
         return {"loss": loss, "support_before": before, "support_after": after, "grad_norm": grad_norm, "lr_factor": factor}
 
@@ -523,6 +528,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--meta-batch", type=int, default=defaults.meta_batch, help="episodes (speakers) per meta-step (default: %(default)s)")
     parser.add_argument("--outer-lr", type=float, default=defaults.outer_lr, help="AdamW rate of body and head init (default: %(default)s)")
     parser.add_argument("--rate-lr", type=float, default=defaults.rate_lr, help="AdamW rate of Meta-SGD's log λ (default: %(default)s)")
+    parser.add_argument("--max-rate", type=float, default=defaults.max_rate, help="upper bound of every learned λ (default: %(default)s)")
     parser.add_argument("--reptile-step", type=float, default=defaults.reptile_step, help="Reptile's β (default: %(default)s)")
     parser.add_argument("--scope", choices=("head", "gru+head"), default=defaults.scope, help="what the inner loop adapts (gru+head: ablation)")
     parser.add_argument("--freeze-body", action="store_true", help="train only head init and λ; body features computed once and cached")
@@ -542,7 +548,7 @@ def _run(args: argparse.Namespace) -> int:
         init=args.init, out=args.out, method=args.method, manifests=args.manifest, speechocean=args.speechocean,
         minutes=args.minutes, max_steps=args.steps, inner_steps=args.inner_steps, inner_rate=args.inner_rate,
         first_order=args.first_order, k=args.k, query=args.query, meta_batch=args.meta_batch, outer_lr=args.outer_lr,
-        rate_lr=args.rate_lr, reptile_step=args.reptile_step, scope=args.scope, freeze_body=args.freeze_body,
+        rate_lr=args.rate_lr, max_rate=args.max_rate, reptile_step=args.reptile_step, scope=args.scope, freeze_body=args.freeze_body,
         condition_rate=args.condition_rate, val_every_minutes=args.val_every_minutes, threads=args.threads, seed=args.seed,
         device=args.device,
     )

@@ -123,14 +123,20 @@ def test_second_order_differs_from_first_order_by_the_hessian_term(double_model:
 
 
 @pytest.mark.parametrize("parameterisation", ["log", "softplus"])
-def test_learned_rates_start_at_init_and_stay_positive(parameterisation: str) -> None:
-    rates = LearnedRates({"w": torch.Size([3, 2]), "b": torch.Size([2])}, 0.02, parameterisation)
+def test_learned_rates_start_at_init_stay_positive_and_bounded(parameterisation: str) -> None:
+    rates = LearnedRates({"w": torch.Size([3, 2]), "b": torch.Size([2])}, 0.02, parameterisation, max_rate=0.5)
     for value in rates().values():
         torch.testing.assert_close(value, torch.full_like(value, 0.02))
     with torch.no_grad():
         for raw in rates.parameters():
             raw.sub_(50.0)
     assert all((value > 0).all() for value in rates().values())
+    with torch.no_grad():
+        for raw in rates.parameters():
+            raw.add_(100.0)
+    rates.bound_()
+    for value in rates().values():
+        torch.testing.assert_close(value, torch.full_like(value, 0.5))
 
 
 def test_adaptation_lowers_the_support_loss(tiny_checkpoint) -> None:
