@@ -161,7 +161,7 @@ class AdaptedPart:
         """Inputs of the adapted part, ``[batch, frames, channels]``."""
         if self.scope == "head":
             return self.model.body(waveforms, lengths)
-        x = F.gelu(self.model.subsample(self.model.frontend(waveforms))).transpose(1, 2)
+        x = F.gelu(self.model.subsample(self.model.log_mel(waveforms))).transpose(1, 2)
         for block in self.model.blocks:
             x = block(x)
         return x

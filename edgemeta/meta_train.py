@@ -26,7 +26,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,7 @@ __all__ = ["MetaTrainConfig", "meta_train", "adapt_head", "load_tasks", "add_par
 log = logging.getLogger(__name__)
 SPEECHOCEAN = "speechocean762-train"
 TRAIN_METHODS = ("meta-sgd", "maml", "fomaml", "reptile", "finetune", "ctc-control")
+DEFAULT_INNER_RATE = 0.01
 WORSE_MARGIN = 0.01
 
 
@@ -67,13 +68,18 @@ WORSE_MARGIN = 0.01
 class MetaTrainConfig:
     """A meta-training run; saved in its checkpoints' provenance.
 
-    ``inner_rate`` is MAML/FOMAML/Reptile's fixed α and Meta-SGD's initial λ.
+    ``inner_rate`` is MAML/FOMAML/Reptile's fixed α and Meta-SGD's initial λ;
+    ``None`` picks it like the fine-tuning baseline (the grid's best rate for
+    the init model on the dev speakers; 0.01 without dev speakers).
     ``outer_lr`` is AdamW's rate for the body and head init, ``rate_lr`` for
     Meta-SGD's ``log λ`` (or softplus pre-image): with the log
     parameterisation each step moves ``log λ`` by at most about ``rate_lr``;
     ``max_rate`` bounds every λ.
-    ``freeze_body`` keeps the body fixed (only head init and λ learn) and caches
-    its features, many times more meta-steps per minute.
+    ``freeze_body`` (default) keeps the body fixed, so only head init and λ
+    learn, and caches its features: about ten times more meta-steps per
+    minute, which is what lets λ learn in a 15-minute budget.
+    ``first_order`` is Meta-SGD's default (exact second order costs ~10x per
+    step through the torch-ops CTC); ``maml`` is always exact.
     """
 
     init: str = ""
@@ -84,8 +90,8 @@ class MetaTrainConfig:
     minutes: float = 15.0
     max_steps: int | None = None
     inner_steps: int = 3
-    inner_rate: float = 0.01
-    first_order: bool = False
+    inner_rate: float | None = None
+    first_order: bool = True
     rate_parameterisation: str = "log"
     scope: str = "head"
     k: int = 5
@@ -98,7 +104,7 @@ class MetaTrainConfig:
     weight_decay: float = 0.01
     clip_norm: float = 5.0
     reptile_step: float = 0.5
-    freeze_body: bool = False
+    freeze_body: bool = True
     val_k: int = 5
     val_scored: int = 10
     val_every_minutes: float = 2.0
@@ -313,7 +319,8 @@ class MetaTrainer:
 
 
 def _fresh_state() -> dict[str, Any]:
-    return {"step": 0, "elapsed": 0.0, "last_validation": 0.0, "last_save": 0.0, "best_dev_cer": None, "trainer": None, "rng": None}
+    return {"step": 0, "elapsed": 0.0, "last_validation": 0.0, "last_save": 0.0, "best_dev_cer": None, "trainer": None, "rng": None,
+            "inner_rate": None}
 
 
 def _unalignable(model: SpeechRecognizer, tasks: list[Task]) -> int:
@@ -355,6 +362,16 @@ def meta_train(
     }
     if config.method == "finetune":
         return _finetune(config, model, init, dev_tasks, provenance, ranks)
+    if state["inner_rate"] is None:
+        started = time.monotonic()
+        state["inner_rate"] = config.inner_rate
+        if state["inner_rate"] is None and config.method == "ctc-control":  # it picks its rate after training
+            state["inner_rate"] = DEFAULT_INNER_RATE
+        if state["inner_rate"] is None:
+            state["inner_rate"] = _select_rate(AdaptedPart(model, config.scope), dev_tasks, config)[0] if dev_tasks else DEFAULT_INNER_RATE
+        state["elapsed"] += time.monotonic() - started
+    config = replace(config, inner_rate=state["inner_rate"])
+    provenance["config"] = asdict(config)
 
     trainer = MetaTrainer(config, model, train_tasks, dev_tasks, ranks)
     if state["trainer"] is not None:
@@ -481,21 +498,25 @@ def plot_training_curves(metrics_path: Path, png_path: Path) -> None:
 
 EXAMPLES = """\
 examples:
-  # Meta-SGD from a pretrained model, 15 minutes, 3 inner steps, 5-shot episodes
+  # Meta-SGD from a pretrained model, 15 minutes: frozen body (cached features), first order,
+  # λ initialised at the fine-tuning rate picked on the dev speakers, S=3 steps on k=5 clips
   edgemeta meta-train --init runs/pretrain/last.pt --method meta-sgd --out runs/meta-sgd --minutes 15
 
   # the same budget for the other methods (MAML is exact second order, FOMAML first order)
   edgemeta meta-train --init runs/pretrain/last.pt --method maml --out runs/maml --minutes 15
   edgemeta meta-train --init runs/pretrain/last.pt --method reptile --out runs/reptile --minutes 15
 
-  # fine-tuning baseline: pick its scalar rate on the dev speakers (about a minute)
+  # fine-tuning baseline: only pick its scalar rate on the dev speakers (about a minute)
   edgemeta meta-train --init runs/pretrain/last.pt --method finetune --out runs/finetune
   # control (2): the meta-trained init with the best scalar rate instead of λ
   edgemeta meta-train --init runs/meta-sgd/last.pt --method finetune --out runs/meta-sgd-scalar
-  # control (1): plain CTC on the same episodes for the same time, then the scalar rate
+  # control (1): the head trained further with plain CTC on the same episodes and budget, then the scalar rate
   edgemeta meta-train --init runs/pretrain/last.pt --method ctc-control --out runs/ctc-control --minutes 15
 
-  # two processes on one machine (gloo); a run folder with last.pt resumes
+  # train the body too (its features are recomputed every step: ~10x fewer meta-steps)
+  edgemeta meta-train --init runs/pretrain/last.pt --no-freeze-body --out runs/meta-sgd-body --minutes 15
+
+  # two processes on one machine (gloo; nccl on GPUs); a run folder with last.pt resumes
   torchrun --nproc-per-node 2 -m edgemeta meta-train --init runs/pretrain/last.pt --out runs/meta-sgd-ddp --threads 1
 """
 
@@ -521,8 +542,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--minutes", type=float, default=defaults.minutes, help="wall-time budget, validation included (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=None, help="stop after this many meta-steps")
     parser.add_argument("--inner-steps", type=int, default=defaults.inner_steps, help="S, adaptation steps (the device runs the same; default: %(default)s)")
-    parser.add_argument("--inner-rate", type=float, default=defaults.inner_rate, help="MAML/Reptile's rate α; Meta-SGD's initial λ (default: %(default)s)")
-    parser.add_argument("--first-order", action="store_true", help="Meta-SGD without second derivatives")
+    parser.add_argument("--inner-rate", type=float, default=defaults.inner_rate,
+                        help="MAML/Reptile's rate α, Meta-SGD's initial λ (default: the fine-tuning grid's best rate for --init on the dev speakers)")
+    parser.add_argument("--first-order", action=argparse.BooleanOptionalAction, default=defaults.first_order,
+                        help="Meta-SGD without second derivatives (default); --no-first-order: exact, ~10x slower per step")
     parser.add_argument("--k", type=int, default=defaults.k, help="support clips per episode (default: %(default)s)")
     parser.add_argument("--query", type=int, default=defaults.query, help="query clips per episode (default: %(default)s)")
     parser.add_argument("--meta-batch", type=int, default=defaults.meta_batch, help="episodes (speakers) per meta-step (default: %(default)s)")
@@ -531,7 +554,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-rate", type=float, default=defaults.max_rate, help="upper bound of every learned λ (default: %(default)s)")
     parser.add_argument("--reptile-step", type=float, default=defaults.reptile_step, help="Reptile's β (default: %(default)s)")
     parser.add_argument("--scope", choices=("head", "gru+head"), default=defaults.scope, help="what the inner loop adapts (gru+head: ablation)")
-    parser.add_argument("--freeze-body", action="store_true", help="train only head init and λ; body features computed once and cached")
+    parser.add_argument("--freeze-body", action=argparse.BooleanOptionalAction, default=defaults.freeze_body,
+                        help="train only head init and λ, the body's features computed once and cached (default); "
+                             "--no-freeze-body also trains the body through the query loss, ~10x slower per step")
     parser.add_argument("--condition-rate", type=float, default=defaults.condition_rate,
                         help="probability that an episode's speaker gets a random channel condition (default: %(default)s)")
     parser.add_argument("--val-every-minutes", type=float, default=defaults.val_every_minutes, help="dev validation interval (default: %(default)s)")

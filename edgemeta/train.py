@@ -48,6 +48,7 @@ class TrainConfig:
     minutes: float = 45.0
     max_steps: int | None = None
     lr: float = 1.5e-3
+    schedule: str = "cosine"
     warmup_steps: int = 150
     weight_decay: float = 0.01
     clip_norm: float = 5.0
@@ -142,8 +143,10 @@ class SpecAugment(torch.nn.Module):
 
 
 def learning_rate(config: TrainConfig, step: int, elapsed: float) -> float:
-    """Linear warm-up over steps, then cosine decay over the wall-time (or step) budget."""
+    """Linear warm-up over steps, then cosine decay over the wall-time (or step) budget, or constant."""
     warmup = min(1.0, (step + 1) / config.warmup_steps)
+    if config.schedule == "constant":
+        return config.lr * warmup
     progress = elapsed / (config.minutes * 60)
     if config.max_steps:
         progress = max(progress, step / config.max_steps)

@@ -28,7 +28,7 @@ STEPS = 2
 
 
 def _config(out: Path) -> MetaTrainConfig:
-    return MetaTrainConfig(out=str(out), method="meta-sgd", first_order=True, k=2, query=2, meta_batch=4, max_steps=STEPS,
+    return MetaTrainConfig(out=str(out), method="meta-sgd", first_order=True, freeze_body=False, k=2, query=2, meta_batch=4, max_steps=STEPS,
                            inner_steps=2, inner_rate=0.05, checkpoint_every_minutes=60.0, threads=1)
 
 

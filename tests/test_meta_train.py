@@ -27,7 +27,7 @@ def tasks(prefix: str, speakers: int, clips: int = 6) -> list[Task]:
 
 
 def tiny_config(out: Path, **overrides) -> MetaTrainConfig:
-    settings = dict(out=str(out), k=2, query=2, meta_batch=2, max_steps=4, minutes=60.0, inner_steps=1, inner_rate=0.05, first_order=True,
+    settings = dict(out=str(out), k=2, query=2, meta_batch=2, max_steps=4, minutes=60.0, inner_steps=1, inner_rate=0.05, first_order=True, freeze_body=False,
                     val_k=2, val_scored=2, val_every_minutes=60.0, checkpoint_every_minutes=0.0, log_every=1, threads=1)
     return MetaTrainConfig(**{**settings, **overrides})
 
@@ -180,6 +180,13 @@ def test_scalar_rate_baselines_pick_a_grid_rate_on_dev(init: dict, tmp_path: Pat
 def test_maml_checkpoint_stores_its_scalar_rate(init: dict, tmp_path: Path) -> None:
     checkpoint = meta_train(tiny_config(tmp_path, method="maml", max_steps=1), init, tasks("t", 2), [], progress=False)
     assert checkpoint["method"] == "maml" and checkpoint["scalar_rate"] == 0.05 and checkpoint["rates"] is None
+
+
+def test_inner_rate_is_picked_on_dev_when_not_given(init: dict, tmp_path: Path) -> None:
+    config = tiny_config(tmp_path, method="fomaml", inner_rate=None, max_steps=1)
+    checkpoint = meta_train(config, init, tasks("t", 2), tasks("d", 2), progress=False)
+    assert checkpoint["scalar_rate"] in FINETUNE_GRID and checkpoint["state"]["inner_rate"] == checkpoint["scalar_rate"]
+    assert checkpoint["provenance"]["config"]["inner_rate"] == checkpoint["scalar_rate"]
 
 
 def test_frozen_body_caches_features_and_stays_fixed(init: dict, tmp_path: Path) -> None:

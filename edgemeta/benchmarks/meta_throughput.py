@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = model_from_checkpoint(load_checkpoint(args.init)) if args.init else SpeechRecognizer(ModelConfig())
-    config = MetaTrainConfig(method="fomaml", k=args.k, query=args.query, meta_batch=args.meta_batch, inner_steps=args.inner_steps,
+    config = MetaTrainConfig(method="fomaml", inner_rate=0.01, k=args.k, query=args.query, meta_batch=args.meta_batch, inner_steps=args.inner_steps,
                              freeze_body=args.frozen_body, threads=args.threads)
     tasks = synthetic_tasks(16, args.k + args.query, 3.5) if args.synthetic else load_tasks(config)[0]
     if not tasks:

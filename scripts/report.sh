@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Reproduce the k-shot report and the peer comparison of README/BENCHMARKS.md.
+# Needs ../shared/data (speechocean762-train, fsdd-dev) and the recipe's runs (edgemeta recipe).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS="${RUNS:-${XDG_CACHE_HOME:-$HOME/.cache}/edgemeta/runs/default}"
+OUT="${OUT:-reports}"
+SEEDS="${SEEDS:-2}"
+mkdir -p "$OUT"
+[ -f "$RUNS/eval-espeak/manifest.jsonl" ] || .venv/bin/edgemeta synth --out "$RUNS/eval-espeak" --engine espeak-ng --speakers 8 --clips 20 --seed 2 --no-effects
+[ -f "$RUNS/eval-flite/manifest.jsonl" ] || .venv/bin/edgemeta synth --out "$RUNS/eval-flite" --engine flite --speakers 2 --clips 20 --seed 3 --no-effects
+SHARED="${EDGEMETA_SHARED_DATA:-../shared/data}"
+MANIFESTS=(--manifest "$RUNS/eval-espeak/manifest.jsonl" --manifest "$RUNS/eval-flite/manifest.jsonl"
+           --manifest "$SHARED/speechocean762-train/manifest.jsonl" --manifest "$SHARED/fsdd-dev/manifest.jsonl")
+models=(--model "pretrained=$RUNS/pretrain/last.pt" --model meta-sgd=runtime/builtin)
+for method in finetune maml fomaml reptile; do
+    [ -f "$RUNS/$method/last.pt" ] && models+=(--model "$method=$RUNS/$method/last.pt")
+done
+.venv/bin/edgemeta eval "${MANIFESTS[@]}" "${models[@]}" --k 0,1,5,10 --seeds "$SEEDS" --json "$OUT/kshot.jsonl"
+.venv/bin/edgemeta eval "${MANIFESTS[@]}" --model meta-sgd=runtime/builtin --methods none,meta-sgd --k 0,10 --seeds "$SEEDS" --guard --json "$OUT/kshot-guard.jsonl"
+.venv/bin/edgemeta bench peers --manifest "$SHARED/speechocean762-train/manifest.jsonl" --manifest "$SHARED/fsdd-dev/manifest.jsonl" \
+    --manifest "$RUNS/eval-flite/manifest.jsonl" --speakers 6 --clips 20 --k 10 --json "$OUT/peers.jsonl" --plot "$OUT/peers.png"
