@@ -22,6 +22,7 @@ from conftest import TINY_CONFIG
 from edgemeta.checkpoint import new_checkpoint
 from edgemeta.meta_train import MetaTrainConfig, meta_train
 from edgemeta.model import ModelConfig, SpeechRecognizer
+from test_meta_learning import single_thread  # noqa: F401 (autouse fixture)
 from test_meta_train import tasks
 
 STEPS = 2

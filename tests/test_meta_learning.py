@@ -27,6 +27,15 @@ from edgemeta.runtime.update_rule import sgd_update_
 TEXTS = ["ab", "ba", "abc", "cab", "a b", "bca"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    """One torch thread: these tiny models only lose time to threading on a shared 2-core machine; restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def utterances(speaker: str, count: int, seed: int = 0) -> list[Utterance]:
     """Noise clips of 0.3-0.4 s with short transcripts: enough for CTC, fast on a tiny model."""
     rng = np.random.default_rng(seed)

@@ -19,7 +19,7 @@ from edgemeta.meta_train import MetaTrainConfig, MetaTrainer, Ranks, load_tasks,
 from edgemeta.model import SpeechRecognizer
 from edgemeta.speaker_tasks import EpisodeSampler, Task, speaker_tasks, split_speakers
 from edgemeta.splits import dev_speakers
-from test_meta_learning import utterances
+from test_meta_learning import single_thread, utterances  # noqa: F401 (single_thread: autouse fixture)
 
 
 def tasks(prefix: str, speakers: int, clips: int = 6) -> list[Task]:
