@@ -127,6 +127,7 @@ class MetaTrainConfig:
 
     @property
     def trains_body(self) -> bool:
+        """Whether the outer loop updates the body (never for Reptile and fine-tuning)."""
         return not self.freeze_body and self.method not in ("reptile", "finetune")
 
 
@@ -157,6 +158,7 @@ class Ranks:
 
     @property
     def main(self) -> bool:
+        """Rank 0 validates and writes files."""
         return self.rank == 0
 
     def sum_(self, tensors: list[torch.Tensor]) -> None:
@@ -313,6 +315,7 @@ class MetaTrainer:
         return {"optimizer": self.optimizer.state_dict(), "rates": None if self.rates is None else self.rates.state_dict()}
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state` saved."""
         self.optimizer.load_state_dict(state["optimizer"])
         if self.rates is not None:
             self.rates.load_state_dict(state["rates"])
