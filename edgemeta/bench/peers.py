@@ -584,5 +584,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``edgemeta bench`` with its ``peers`` command."""
-    parser = subparsers.add_parser("bench", help="benchmarks against peer recognizers", description="Benchmarks against peer recognizers.")
+    parser = subparsers.add_parser(
+        "bench", help="benchmarks against peer recognizers", description="Benchmarks against peer recognizers.",
+        epilog="example:\n  edgemeta bench peers --manifest ../shared/data/fsdd-dev/manifest.jsonl --speakers 3 --k 10 --json peers.jsonl",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_commands(parser.add_subparsers(dest="benchmark", required=True, metavar="BENCHMARK"))
