@@ -208,7 +208,13 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
             save("best.pt")
         return dev_cer
 
-    bar = tqdm(total=int(config.minutes * 60), initial=int(state["elapsed"]), unit="s", desc="pretrain", disable=not progress)
+    by_steps = config.max_steps is not None  # the bar counts what ends the run: steps, or seconds of the budget
+
+    def position() -> int:
+        return state["step"] if by_steps else int(state["elapsed"])
+
+    bar = tqdm(total=config.max_steps if by_steps else int(config.minutes * 60), initial=position(),
+               unit="step" if by_steps else "s", desc="pretrain", disable=not progress)
     last_dev = last_save = state["elapsed"]
     dev_cer, done = state["best_dev_cer"], False
     model.train()
@@ -231,7 +237,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
             state["step"] += 1
             state["batch"] += 1
             state["elapsed"] += time.monotonic() - started
-            bar.update(int(state["elapsed"]) - bar.n)
+            bar.update(position() - bar.n)
             bar.set_postfix(step=state["step"], loss=f"{loss.item():.3f}", dev_cer=dev_cer if dev_cer is None else f"{dev_cer:.3f}")
             if state["step"] % 20 == 0:
                 metrics_file.write(json.dumps({"step": state["step"], "elapsed": round(state["elapsed"], 1), "loss": round(loss.item(), 4),

@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 
 from edgemeta.runtime.audio import SAMPLE_RATE
-from edgemeta.runtime.bundle import BUILTIN_BUNDLE, Bundle, BundleError, load_bundle
-from edgemeta.runtime.cli import EXIT_BUNDLE, EXIT_INPUT, EXIT_MICROPHONE, EXIT_OK, EXIT_USAGE
+from edgemeta.runtime.bundle import BUILTIN_BUNDLE, Bundle, load_bundle
+from edgemeta.runtime.cli import EXIT_OK, REPORTED_ERRORS, exit_code
 from edgemeta.runtime.live import LiveEvent, LiveTranscriber
-from edgemeta.runtime.microphone import Microphone, MicrophoneError, input_devices
-from edgemeta.runtime.profile_store import ProfileError, ProfileStore, UserNameError, check_user
+from edgemeta.runtime.microphone import Microphone, input_devices
+from edgemeta.runtime.profile_store import ProfileStore, check_user
 
 EXAMPLES = """\
 examples:
@@ -108,18 +108,9 @@ def main() -> int:
             print(f"listening on {microphone.device['name']} ({microphone.device_rate} Hz -> {SAMPLE_RATE} Hz, {mode}); "
                   f"{'Ctrl-C' if args.seconds is None else f'{args.seconds:g} s or Ctrl-C'} to stop", file=sys.stderr, flush=True)
             heard = listen(microphone, live, args.seconds)
-    except UserNameError as error:
+    except REPORTED_ERRORS as error:  # bad user name or profile, bundle, microphone
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except ProfileError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_INPUT
-    except BundleError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BUNDLE
-    except MicrophoneError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_MICROPHONE
+        return exit_code(error)
     print(f"stopped after {heard:.1f} s of audio; {microphone.overflows} input overflows", file=sys.stderr)
     return EXIT_OK
 

@@ -32,9 +32,9 @@ import torch
 
 from edgemeta.runtime.adapter import Enrollment
 from edgemeta.runtime.audio import AudioError
-from edgemeta.runtime.bundle import BUILTIN_BUNDLE, Bundle, BundleError, load_bundle
-from edgemeta.runtime.cli import EXIT_BUNDLE, EXIT_INPUT, EXIT_OK, EXIT_USAGE, CommandError, clips_from_source, enroll_and_save
-from edgemeta.runtime.profile_store import Profile, ProfileStore, UserNameError, check_user
+from edgemeta.runtime.bundle import BUILTIN_BUNDLE, Bundle, load_bundle
+from edgemeta.runtime.cli import EXIT_INPUT, EXIT_OK, REPORTED_ERRORS, clips_from_source, enroll_and_save, exit_code
+from edgemeta.runtime.profile_store import Profile, ProfileStore, check_user
 from edgemeta.runtime.recognizer import Recognizer
 
 EXAMPLES = """\
@@ -113,15 +113,9 @@ def main() -> int:
         bundle = load_bundle(args.bundle)
         store = ProfileStore()
         result, profile = create_profile(bundle, store, user, args.enroll, args.threads)
-    except UserNameError as error:
+    except REPORTED_ERRORS as error:  # bad user name, bundle, manifest or folder
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except BundleError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BUNDLE
-    except CommandError as error:  # an unreadable manifest or folder
-        print(f"error: {error}", file=sys.stderr)
-        return error.code
+        return exit_code(error)
     print_report(result, profile, store)
     if args.test and not transcribe(bundle, profile, args.test, args.threads):
         return EXIT_INPUT

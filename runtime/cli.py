@@ -71,6 +71,22 @@ class CommandError(Exception):
         self.code = code
 
 
+REPORTED_ERRORS = (CommandError, UserNameError, ProfileError, BundleError, MicrophoneError)
+
+
+def exit_code(error: Exception) -> int:
+    """The exit code of an error a command reports (one of :data:`REPORTED_ERRORS`)."""
+    if isinstance(error, CommandError):
+        return error.code
+    if isinstance(error, UserNameError):  # before ProfileError, its base class
+        return EXIT_USAGE
+    if isinstance(error, BundleError):
+        return EXIT_BUNDLE
+    if isinstance(error, MicrophoneError):
+        return EXIT_MICROPHONE
+    return EXIT_INPUT
+
+
 def say(message: str) -> None:
     """A human-readable progress or status line (stderr, so stdout stays for results)."""
     print(message, file=sys.stderr, flush=True)
@@ -420,15 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(args.threads, 1))
     try:
         return args.func(args)
-    except UserNameError as error:
+    except REPORTED_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-    except MicrophoneError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_MICROPHONE
-    except CommandError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return error.code
+        return exit_code(error)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
