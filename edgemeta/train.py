@@ -1,6 +1,10 @@
 """Pretraining: multi-speaker CTC training on any mix of manifests, synthetic and real.
 
 This is the pretraining stage and the fine-tuning baseline's starting point.
+SpecAugment is always on; waveform augmentation (speed perturbation and random
+channels) is opt-in, because on speechocean762 it slowed learning more than it
+helped the held-out speakers (BENCHMARKS.md, "Pretraining settings"): the
+synthetic corpus already carries noise, rooms and band limits.
 The learning-rate schedule is a warm-up followed by a cosine over the *wall-time*
 budget (``--minutes``), so a run fits its budget on any machine; elapsed time is
 checkpointed, and a resumed run continues the same schedule.
@@ -53,7 +57,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     clip_norm: float = 5.0
     batch_seconds: float = 50.0
-    augment: bool = True
+    augment: bool = False
     channel_probability: float = 0.2
     spec_augment: bool = True
     dev_every_minutes: float = 5.0
@@ -62,6 +66,7 @@ class TrainConfig:
     target_train_cer: float | None = None
     seed: int = 0
     threads: int = 2
+    device: str = "cpu"
     model: dict = field(default_factory=dict)
 
 
@@ -112,11 +117,12 @@ def feature_statistics(model: SpeechRecognizer, utterances: list[Utterance], rng
 def transcribe_utterances(model: SpeechRecognizer, utterances: list[Utterance], batch_seconds: float = 60.0) -> list[str]:
     """Greedy transcripts of utterances with the PyTorch model, in input order."""
     model.eval()
+    device = next(model.parameters()).device
     hypotheses: dict[int, str] = {}
     lengths = [len(u.audio) for u in utterances]
     for batch in length_buckets(lengths, int(batch_seconds * 16000), np.random.default_rng(0)):
         waveforms, sample_lengths = pad_audio([utterances[i].audio for i in batch])
-        log_probs = model(waveforms, sample_lengths)
+        log_probs = model(waveforms.to(device), sample_lengths.to(device)).cpu()
         texts = greedy_decode_batch(log_probs.numpy(), model.frame_lengths(sample_lengths).numpy())
         hypotheses.update(zip(batch, texts))
     return [hypotheses[i] for i in range(len(utterances))]
@@ -160,7 +166,7 @@ def ctc_batch_loss(model: SpeechRecognizer, waveforms, lengths, texts, spec_augm
         features = spec_augment(features)
     frame_lengths = model.frame_lengths(lengths)
     log_probs = F.log_softmax(model.head(model.encode(features, frame_lengths)), dim=-1)
-    targets, target_lengths = pad_targets(texts)
+    targets, target_lengths = (t.to(log_probs.device) for t in pad_targets(texts))
     return F.ctc_loss(log_probs.transpose(0, 1), targets, frame_lengths, target_lengths, zero_infinity=True)
 
 
@@ -182,6 +188,8 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
         model = SpeechRecognizer(ModelConfig(**config.model))
         feature_statistics(model, data.train, np.random.default_rng(config.seed))
         state = {"step": 0, "epoch": 0, "batch": 0, "elapsed": 0.0, "best_dev_cer": None, "optimizer": None}
+    device = torch.device(config.device)
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if state["optimizer"] is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -227,7 +235,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
             batch = [data.train[i] for i in batches[state["batch"]]]
             audios = [random_augment(u.audio, rng, p=config.channel_probability) if config.augment else u.audio for u in batch]
             waveforms, sample_lengths = pad_audio(audios)
-            loss = ctc_batch_loss(model, waveforms, sample_lengths, [u.text for u in batch], spec_augment)
+            loss = ctc_batch_loss(model, waveforms.to(device), sample_lengths.to(device), [u.text for u in batch], spec_augment)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, state["step"], state["elapsed"])
             optimizer.zero_grad()
@@ -267,7 +275,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
         help="pretrain a CTC recognizer on manifests (synthetic and real)",
-        description="Multi-speaker CTC pretraining with on-the-fly augmentation. Resumes from OUT/last.pt if present.",
+        description="Multi-speaker CTC pretraining with SpecAugment (waveform augmentation on request). "
+                    "Resumes from OUT/last.pt if present; a resumed run takes the settings given now.",
         epilog="example:\n  edgemeta train --manifest data/synth/manifest.jsonl --out runs/pretrain --minutes 45",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -278,10 +287,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, default=None, help="stop after this many steps")
     parser.add_argument("--lr", type=float, default=1.5e-3, help="peak AdamW learning rate")
     parser.add_argument("--batch-seconds", type=float, default=50.0, help="audio seconds per batch, padding included")
-    parser.add_argument("--no-augment", action="store_true", help="no noise/reverberation/speed/band-limit augmentation")
+    parser.add_argument("--augment", action="store_true", help="speed perturbation and random channels on the fly (off by default)")
     parser.add_argument("--channel-probability", type=float, default=0.2,
-                        help="chance that a clip gets a random channel (noise, room, band limit, gain) on top of speed perturbation")
+                        help="with --augment: chance that a clip gets a random channel (noise, room, band limit, gain) "
+                             "on top of speed perturbation")
+    parser.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
+                        help="learning rate after warm-up: cosine over the budget, or constant (default: cosine)")
+    parser.add_argument("--dev-every", type=float, default=5.0, help="minutes of training between dev CER measurements")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda (default: cpu)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", type=json.loads, default={}, help='ModelConfig overrides as JSON, e.g. \'{"channels": 192}\'')
     parser.set_defaults(func=_run)
@@ -291,9 +305,9 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = TrainConfig(
         manifests=args.manifest, speechocean=not args.no_speechocean, out=args.out, minutes=args.minutes,
-        max_steps=args.steps, lr=args.lr, batch_seconds=args.batch_seconds, augment=not args.no_augment,
-        channel_probability=args.channel_probability,
-        threads=args.threads, seed=args.seed, model=args.model,
+        max_steps=args.steps, lr=args.lr, schedule=args.schedule, batch_seconds=args.batch_seconds,
+        augment=args.augment, channel_probability=args.channel_probability, dev_every_minutes=args.dev_every,
+        threads=args.threads, device=args.device, seed=args.seed, model=args.model,
     )
     print(train(config))
     return 0
