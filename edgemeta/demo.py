@@ -21,7 +21,7 @@ from pathlib import Path
 from edgemeta.runtime.adapter import EnrollmentClip
 from edgemeta.runtime.audio import read_audio
 from edgemeta.runtime.bundle import BUILTIN_BUNDLE, Bundle, load_bundle
-from edgemeta.runtime.cli import enroll_and_save
+from edgemeta.runtime.enrollment import enroll_and_save
 from edgemeta.runtime.manifest import Clip, read_manifest
 from edgemeta.runtime.metrics import score
 from edgemeta.runtime.profile_store import ProfileStore
@@ -73,7 +73,7 @@ def personalise_voice(bundle: Bundle, store: ProfileStore, voice: str, clips: li
 
 def live_transcription(bundle_path: Path, home: Path, user: str, clip: Clip, threads: int, folder: Path) -> str:
     """Play ``clip`` into a virtual microphone while ``edgemeta-runtime listen --user`` runs; its final text."""
-    from edgemeta.runtime.benchmark import ListenProcess, VirtualMicrophoneError, play, virtual_microphone
+    from edgemeta.runtime.virtual_microphone import ListenProcess, VirtualMicrophoneError, play, virtual_microphone
 
     try:
         with virtual_microphone(folder) as env:

@@ -10,7 +10,7 @@ with a same-stem ``.txt`` transcript::
 
 (a JSONL manifest, one ``{"audio": ..., "text": ...}`` per line, works too).
 Enrollment runs exactly as ``edgemeta-runtime enroll --from DIR``
-(``edgemeta.runtime.cli.enroll_and_save``): unreadable, silent or clipped clips
+(``edgemeta.runtime.enrollment.enroll_and_save``): unreadable, silent or clipped clips
 and clips whose transcript does not match the audio are left out and named; a
 guard measures on held-out clips whether adapting helps; if it does, the head
 takes the bundle's few gradient steps with its learned rates. The result is
@@ -33,7 +33,8 @@ import torch
 from edgemeta.runtime.adapter import Enrollment
 from edgemeta.runtime.audio import AudioError
 from edgemeta.runtime.bundle import BUILTIN_BUNDLE, Bundle, load_bundle
-from edgemeta.runtime.cli import EXIT_INPUT, EXIT_OK, REPORTED_ERRORS, clips_from_source, enroll_and_save, exit_code
+from edgemeta.runtime.cli import EXIT_INPUT, EXIT_OK, REPORTED_ERRORS, exit_code
+from edgemeta.runtime.enrollment import clips_from_source, enroll_and_save
 from edgemeta.runtime.profile_store import Profile, ProfileStore, check_user
 from edgemeta.runtime.recognizer import Recognizer
 

@@ -14,19 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import queue
 import resource
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -34,54 +28,11 @@ import torch
 from edgemeta.runtime.adapter import Adapter, EnrollmentClip
 from edgemeta.runtime.audio import SAMPLE_RATE, read_audio, write_audio
 from edgemeta.runtime.bundle import BUILTIN_BUNDLE, Bundle, load_bundle
-from edgemeta.runtime.cli import ENROLLMENT_SENTENCES
+from edgemeta.runtime.enrollment import ENROLLMENT_SENTENCES
 from edgemeta.runtime.manifest import read_clips
 from edgemeta.runtime.recognizer import Recognizer
 from edgemeta.runtime.text import encode, normalize_text
-
-class VirtualMicrophoneError(RuntimeError):
-    """PulseAudio could not be started (not installed, or the server refused to run)."""
-
-
-@contextmanager
-def virtual_microphone(folder: str | Path) -> Iterator[dict[str, str]]:
-    """A private PulseAudio server whose default source is the monitor of null sink ``vmic``.
-
-    Yields the environment (``PULSE_SERVER``) under which PortAudio's
-    ``pulse`` device records what ``paplay --device=vmic`` plays; the server is
-    stopped on exit.
-    """
-    for program in ("pulseaudio", "pactl", "paplay"):
-        if shutil.which(program) is None:
-            raise VirtualMicrophoneError(f"{program} is not installed (Debian: apt install pulseaudio pulseaudio-utils)")
-    folder = Path(folder)
-    runtime = folder / "pulse"
-    (folder / "home").mkdir(parents=True, exist_ok=True)
-    (folder / "xdg").mkdir(mode=0o700, exist_ok=True)
-    server_env = dict(os.environ, HOME=str(folder / "home"), XDG_RUNTIME_DIR=str(folder / "xdg"), PULSE_RUNTIME_PATH=str(runtime))
-    command = [
-        "pulseaudio", "-n", "--daemonize=yes", "--exit-idle-time=-1", "--log-target=stderr",
-        "--load=module-null-sink sink_name=vmic", "--load=module-native-protocol-unix auth-anonymous=1",
-    ]
-    started = subprocess.run(command, env=server_env, capture_output=True, text=True, timeout=30)
-    if started.returncode != 0:
-        raise VirtualMicrophoneError(f"pulseaudio did not start (exit {started.returncode}): {started.stderr.strip()[-500:]}")
-    env = dict(os.environ, PULSE_SERVER=f"unix:{runtime / 'native'}")
-    try:
-        for _ in range(50):
-            if subprocess.run(["pactl", "set-default-source", "vmic.monitor"], env=env, capture_output=True).returncode == 0:
-                break
-            time.sleep(0.1)
-        else:
-            raise VirtualMicrophoneError("pulseaudio started but pactl cannot reach it")
-        yield env
-    finally:
-        pid_file = runtime / "pid"
-        if pid_file.is_file():
-            try:
-                os.kill(int(pid_file.read_text().split()[0]), 15)
-            except (ProcessLookupError, ValueError):
-                pass
+from edgemeta.runtime.virtual_microphone import ListenProcess, play, virtual_microphone
 
 
 def speak(texts: tuple[str, ...] | list[str], folder: Path, voice: str = "en-us") -> list[EnrollmentClip]:
@@ -94,12 +45,6 @@ def speak(texts: tuple[str, ...] | list[str], folder: Path, voice: str = "en-us"
         subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], check=True, capture_output=True)
         clips.append(EnrollmentClip(path.name, read_audio(path), text))
     return clips
-
-
-def speech_end(audio: np.ndarray, level: float = 0.01) -> float:
-    """Seconds from the start of ``audio`` to its last sample louder than ``level``."""
-    loud = np.flatnonzero(np.abs(audio) > level)
-    return (loud[-1] + 1) / SAMPLE_RATE if len(loud) else 0.0
 
 
 def adaptation_latency(bundle: Bundle, clips: list[EnrollmentClip], threads: int, repeats: int) -> dict:
@@ -156,56 +101,6 @@ def inference_rtf(bundle: Bundle, clips: list[EnrollmentClip], threads: int, rep
         recognizer.transcribe(audio)
         times.append(time.perf_counter() - started)
     return min(times) / (sum(len(a) for a in audio) / SAMPLE_RATE)
-
-
-class ListenProcess:
-    """``edgemeta-runtime listen --jsonl`` in a subprocess; its events are collected with their arrival times."""
-
-    def __init__(self, bundle_path: str | Path, env: dict[str, str], threads: int = 1, user: str | None = None, device: str = "pulse") -> None:
-        command = [sys.executable, "-m", "edgemeta.runtime", "--bundle", str(bundle_path), "--threads", str(threads),
-                   "listen", "--device", device, "--jsonl"] + (["--user", user] if user else [])
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.events: queue.Queue[tuple[float, dict]] = queue.Queue()
-        self.stderr: list[str] = []
-        while True:
-            line = self.process.stderr.readline()
-            self.stderr.append(line)
-            if not line:
-                raise RuntimeError("listen exited before it started listening: " + "".join(self.stderr)[-2000:])
-            if "listening" in line:
-                break
-        threading.Thread(target=self._read, daemon=True).start()
-        threading.Thread(target=lambda: self.stderr.extend(self.process.stderr), daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.events.put((time.monotonic(), json.loads(line)))
-
-    def finals(self, quiet_seconds: float = 1.5, timeout: float = 20.0) -> list[tuple[float, str]]:
-        """(arrival time, text) of the final transcripts until none has come for ``quiet_seconds``."""
-        finals: list[tuple[float, str]] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                at, event = self.events.get(timeout=quiet_seconds)
-            except queue.Empty:
-                if finals:
-                    break
-                continue
-            if event["type"] == "final":
-                finals.append((at, event["text"]))
-        return finals
-
-    def stop(self) -> int:
-        """Ctrl-C, as a user stops it; returns the exit code."""
-        self.process.send_signal(signal.SIGINT)
-        return self.process.wait(timeout=30)
-
-
-def play(path: Path, env: dict[str, str], audio: np.ndarray) -> float:
-    """Play ``path`` into the virtual microphone; return the monotonic time its speech ended."""
-    subprocess.run(["paplay", "--device=vmic", str(path)], env=env, check=True)
-    return time.monotonic() - (len(audio) / SAMPLE_RATE - speech_end(audio))
 
 
 def live_latency(bundle_path: str, files: list[Path], audio: list[np.ndarray], threads: int, folder: Path) -> dict:

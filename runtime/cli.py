@@ -17,30 +17,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from edgemeta.runtime.adapter import Adapter, Enrollment, EnrollmentClip, HeadTrainer
-from edgemeta.runtime.audio import SAMPLE_RATE, AudioError, read_audio
+from edgemeta.runtime.adapter import Enrollment, EnrollmentClip, HeadTrainer
+from edgemeta.runtime.audio import SAMPLE_RATE, AudioError
 from edgemeta.runtime.bundle import BUILTIN_BUNDLE, Bundle, BundleError, load_bundle
-from edgemeta.runtime.manifest import ManifestError, read_clips
+from edgemeta.runtime.enrollment import ENROLLMENT_SENTENCES, clips_from_source, enroll_and_save
+from edgemeta.runtime.manifest import ManifestError
 from edgemeta.runtime.microphone import MicrophoneError
-from edgemeta.runtime.profile_store import Profile, ProfileError, ProfileStore, StoredClip, UserNameError, check_user
+from edgemeta.runtime.profile_store import ProfileError, ProfileStore, UserNameError, check_user
 from edgemeta.runtime.recognizer import Recognizer
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_BUNDLE, EXIT_MICROPHONE = 0, 1, 2, 3, 4
-
-ENROLLMENT_SENTENCES = (
-    "The quick brown fox jumps over the lazy dog.",
-    "Please call Stella and ask her to bring these things with her from the store.",
-    "She sells sea shells by the sea shore every summer.",
-    "We will meet at seven thirty near the old train station.",
-    "My favourite colours are green, purple and bright yellow.",
-    "The weather today is cold and windy with a chance of rain.",
-    "Open the window and let some fresh air into the room.",
-    "A large bowl of hot soup is perfect on a winter evening.",
-    "How much wood would a woodchuck chuck if a woodchuck could chuck wood?",
-    "Turn left at the next corner and then drive straight ahead.",
-    "Six thick thistle sticks were lying on the path.",
-    "Jack quietly moved up front and seized the big ball of wax.",
-)
 
 EPILOG = """\
 examples:
@@ -71,7 +57,7 @@ class CommandError(Exception):
         self.code = code
 
 
-REPORTED_ERRORS = (CommandError, UserNameError, ProfileError, BundleError, MicrophoneError)
+REPORTED_ERRORS = (CommandError, UserNameError, ProfileError, BundleError, MicrophoneError, ManifestError)
 
 
 def exit_code(error: Exception) -> int:
@@ -114,21 +100,6 @@ def user_head(store: ProfileStore, bundle: Bundle, user: str | None) -> dict[str
 # Enrollment -----------------------------------------------------------------------
 
 
-def clips_from_source(source: str) -> tuple[list[EnrollmentClip], list[tuple[str, str]]]:
-    """Readable clips of a manifest or folder, and the unreadable ones with their reasons."""
-    try:
-        listed = read_clips(source)
-    except ManifestError as error:
-        raise CommandError(str(error), EXIT_INPUT) from None
-    clips, unreadable = [], []
-    for clip in listed:
-        try:
-            clips.append(EnrollmentClip(clip.audio.name, read_audio(clip.audio, SAMPLE_RATE, max_seconds=60), clip.text))
-        except AudioError as error:
-            unreadable.append((clip.audio.name, str(error)))
-    return clips, unreadable
-
-
 def clips_from_microphone(count: int, device: str | None) -> tuple[list[EnrollmentClip], int]:
     """Show ``count`` sentences and record each from the microphone; returns the clips and the overflow count."""
     from edgemeta.runtime.live import record_utterance
@@ -165,22 +136,6 @@ def report_enrollment(user: str, result: Enrollment, as_json: bool) -> None:
             f"CER {result.before.cer:.3f} -> {result.after.cer:.3f}"
         )
     say("time: " + ", ".join(f"{key} {value:.3f} s" for key, value in result.seconds.items()))
-
-
-def enroll_and_save(bundle: Bundle, store: ProfileStore, user: str, clips: list[EnrollmentClip], unreadable: list[tuple[str, str]], threads: int) -> tuple[Enrollment, Profile]:
-    """Adapt on ``clips`` and save the result as ``user``'s new profile (previous version kept)."""
-    result = Adapter(bundle, threads=threads).enroll(clips)
-    result.clips_left_out = unreadable + result.clips_left_out
-    profile = Profile(
-        user=user,
-        bundle_digest=bundle.digest,
-        weights=result.weights,
-        adapted=result.adapted,
-        clips=[StoredClip(c.name, c.text, c.audio) for c in clips],
-        report=result.to_dict(),
-        bundle_source=str(bundle.source),
-    )
-    return result, store.save(profile)
 
 
 def command_enroll(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ For each ``--manifest`` (its ``dataset`` is the manifest's folder name, as in
 - ``edgemeta`` k=0: the runtime with the bundle's base head;
 - ``edgemeta`` k=K: after enrolling that speaker with K clips through
   ``edgemeta-runtime enroll``'s own code (``clips_from_source`` and
-  ``enroll_and_save`` of :mod:`edgemeta.runtime.cli`), profiles under a
+  ``enroll_and_save`` of :mod:`edgemeta.runtime.enrollment`), profiles under a
   temporary ``EDGEMETA_HOME``.
 
 Clips: per speaker, ``--clips`` clips are drawn (seeded); the first max(K)
@@ -367,7 +367,7 @@ def enroll(bundle: Bundle, datasets: list[Dataset], ks: list[int], home: Path) -
     import torch
     from tqdm import tqdm
 
-    from edgemeta.runtime.cli import clips_from_source, enroll_and_save
+    from edgemeta.runtime.enrollment import clips_from_source, enroll_and_save
     from edgemeta.runtime.profile_store import ProfileStore
 
     torch.set_num_threads(1)  # as edgemeta-runtime's default --threads 1
