@@ -203,7 +203,7 @@ def _check_parity(
     features = torch.from_numpy(session.run(["features"], {"waveform": clips[0][None], "lengths": np.array([len(clips[0])])})[0])
     with torch.no_grad():
         difference = float((bundle.load_head()(features) - model.head(features)).abs().max())
-    reports.append(parity.require(parity.ParityReport("head.pt vs the PyTorch head", difference, 1, 0)))
+    reports.append(parity.require(parity.ParityReport("head.pt vs the PyTorch head", difference, 1, 0, difference)))
     if bundle.has_int8:
         # int8 is an approximation: its agreement is reported, not required.
         reports.append(parity.compare_model(model, bundle.session(threads=1, int8=True), clips, batch_sizes=(1,), graph=INT8_FILE))
@@ -336,8 +336,8 @@ def write_bundle(
                 progress("checking parity: onnxruntime vs PyTorch")
                 clips = parity.synthetic_clips(model.config.sample_rate) + list(parity_clips)
                 reports = _check_parity(model, bundle, clips, progress)
-                manifest["parity"] = {r.graph: {"max_abs_diff": r.max_abs_diff, "utterances": r.utterances,
-                                                "transcripts_differing": r.transcripts_differing} for r in reports}
+                manifest["parity"] = {r.graph: {"max_abs_diff": r.max_abs_diff, "max_excess": r.max_excess,
+                                                "utterances": r.utterances, "transcripts_differing": r.transcripts_differing} for r in reports}
                 _write_manifest(staging, manifest)
                 stage("parity")
         _install(staging, out)
