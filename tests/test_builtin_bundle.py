@@ -14,7 +14,7 @@ from edgemeta.runtime.recognizer import Recognizer
 from edgemeta.runtime.text import normalize_text
 from edgemeta.splits import dev_speakers
 
-MIN_RELATIVE_CUT = 0.005  # measured on this bundle: 0.700 -> 0.694 pooled over flite rms and awb (0.9 %)
+MIN_RELATIVE_CUT = 0.005  # measured on this bundle: 0.494 -> 0.487 pooled over flite rms and awb (1.4 %)
 K = 10
 
 
@@ -60,19 +60,19 @@ def test_adaptation_lowers_cer_on_voices_never_heard(bundle, flite_voices):
         recognizer.set_head(result.weights)
         for reference, transcript in zip(references, recognizer.transcribe(audio)):
             after.add(reference, transcript.text)
-    assert before.cer < 0.9  # the base model hears these voices, if poorly
+    assert before.cer < 0.6  # the base model hears these voices (measured 0.494)
     assert after.cer <= before.cer * (1 - MIN_RELATIVE_CUT), (before.cer, after.cer)
 
 
 def test_real_held_out_speakers(bundle):
-    """Real non-native speech of speakers held out of training (CER bound from the measured 0.69 on dev)."""
+    """Real non-native speech of speakers held out of training (CER bound from the measured 0.484 on these clips)."""
     manifest = shared_data("speechocean762-train")
     held_out = dev_speakers()
     clips = [c for c in read_manifest(manifest) if c.speaker in held_out][::10]
     counts = ErrorCounts()
     for clip, transcript in zip(clips, Recognizer(bundle).transcribe([read_audio(c.audio) for c in clips])):
         counts.add(normalize_text(clip.text), transcript.text)
-    assert len(clips) >= 30 and counts.cer < 0.8
+    assert len(clips) >= 30 and counts.cer < 0.6
 
 
 def test_real_8khz_digits_are_resampled_and_transcribed(bundle):
