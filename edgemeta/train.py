@@ -1,7 +1,7 @@
 """Pretraining: multi-speaker CTC training on any mix of manifests, synthetic and real.
 
 This is the pretraining stage and the fine-tuning baseline's starting point.
-SpecAugment is always on; waveform augmentation (speed perturbation and random
+SpecAugment is on by default; waveform augmentation (speed perturbation and random
 channels) is opt-in, because on speechocean762 it slowed learning more than it
 helped the held-out speakers (BENCHMARKS.md, "Pretraining settings"): the
 synthetic corpus already carries noise, rooms and band limits.

@@ -36,6 +36,17 @@ def test_manifest_describes_model_and_provenance(bundle_dir: Path, exported_mode
     assert all(entry["transcripts_differing"] == 0 for name, entry in bundle.manifest["parity"].items() if "int8" not in name)
 
 
+def test_parity_rule_is_numpys_isclose() -> None:
+    """|diff| <= 1e-4 + 1e-5 * |log-prob|: at -50 a drift of 5.9e-4 passes, at -1 one of 1.2e-4 does not."""
+    expected = np.array([-1.0, -50.0])
+    for drift, passes in (([0.0, 5.9e-4], True), ([1.2e-4, 0.0], False)):
+        got = expected + np.array(drift)
+        largest, excess = parity._differences(got, expected)
+        report = parity.ParityReport("g", largest, 1, 0, excess)
+        reference = bool(np.isclose(got, expected, rtol=parity.RELATIVE_TOLERANCE, atol=parity.TOLERANCE).all())
+        assert report.passed() == passes == reference, report
+
+
 def test_fp32_graphs_share_one_copy_of_the_weights(bundle_dir: Path) -> None:
     graphs = {name: onnx.load(str(bundle_dir / name), load_external_data=False) for name in ("model.onnx", "stream.onnx")}
     external = {name: {t.name: {e.key: e.value for e in t.external_data} for t in g.graph.initializer if t.external_data}
