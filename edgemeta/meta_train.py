@@ -367,11 +367,12 @@ def meta_train(
         return _finetune(config, model, init, dev_tasks, provenance, ranks)
     if state["inner_rate"] is None:
         started = time.monotonic()
-        state["inner_rate"] = config.inner_rate
-        if state["inner_rate"] is None and config.method == "ctc-control":  # it picks its rate after training
+        if config.inner_rate is not None:
+            state["inner_rate"] = config.inner_rate
+        elif config.method == "ctc-control" or not dev_tasks:  # ctc-control picks its rate after training
             state["inner_rate"] = DEFAULT_INNER_RATE
-        if state["inner_rate"] is None:
-            state["inner_rate"] = _select_rate(AdaptedPart(model, config.scope), dev_tasks, config)[0] if dev_tasks else DEFAULT_INNER_RATE
+        else:
+            state["inner_rate"] = _select_rate(AdaptedPart(model, config.scope), dev_tasks, config)[0]
         state["elapsed"] += time.monotonic() - started
     config = replace(config, inner_rate=state["inner_rate"])
     provenance["config"] = asdict(config)

@@ -80,21 +80,14 @@ def say(message: str) -> None:
 
 def open_bundle(args: argparse.Namespace) -> Bundle:
     """The bundle named by ``--bundle`` (or ``info``/``verify``'s BUNDLE; default: the built-in one), verified."""
-    try:
-        return load_bundle(getattr(args, "bundle_path", None) or args.bundle)
-    except BundleError as error:
-        raise CommandError(str(error), EXIT_BUNDLE) from None
+    return load_bundle(getattr(args, "bundle_path", None) or args.bundle)
 
 
 def user_head(store: ProfileStore, bundle: Bundle, user: str | None) -> dict[str, torch.Tensor] | None:
     """The head for ``--user`` (``None``: the base head); refuses a damaged profile or one for another bundle."""
     if user is None:
         return None
-    check_user(user)
-    try:
-        return store.load(user, bundle.digest).weights
-    except ProfileError as error:
-        raise CommandError(str(error), EXIT_INPUT) from None
+    return store.load(check_user(user), bundle.digest).weights
 
 
 # Enrollment -----------------------------------------------------------------------
@@ -262,19 +255,16 @@ def command_info(args: argparse.Namespace) -> int:
 
 def command_verify(args: argparse.Namespace) -> int:
     bundle = open_bundle(args)
-    try:
-        noise = np.random.default_rng(0).normal(0, 0.1, (1, bundle.sample_rate)).astype(np.float32)
-        log_probs, features = bundle.session(threads=args.threads).run(
-            ["log_probs", "features"], {"waveform": noise, "lengths": np.array([noise.shape[1]])}
-        )
-        trainer = HeadTrainer(bundle)  # loads head.pt, head.safetensors and rates.safetensors
-        trainer.load(trainer.base)  # head.pt run with head.safetensors must give model.onnx's output
-        with torch.no_grad():
-            head_log_probs = trainer.log_probs(torch.from_numpy(features)).numpy()
-        if bundle.streaming:
-            bundle.stream_session(threads=args.threads)
-    except BundleError as error:
-        raise CommandError(str(error), EXIT_BUNDLE) from None
+    noise = np.random.default_rng(0).normal(0, 0.1, (1, bundle.sample_rate)).astype(np.float32)
+    log_probs, features = bundle.session(threads=args.threads).run(
+        ["log_probs", "features"], {"waveform": noise, "lengths": np.array([noise.shape[1]])}
+    )
+    trainer = HeadTrainer(bundle)  # loads head.pt, head.safetensors and rates.safetensors
+    trainer.load(trainer.base)  # head.pt run with head.safetensors must give model.onnx's output
+    with torch.no_grad():
+        head_log_probs = trainer.log_probs(torch.from_numpy(features)).numpy()
+    if bundle.streaming:
+        bundle.stream_session(threads=args.threads)
     gap = float(np.abs(head_log_probs - log_probs).max())
     if not np.isfinite(log_probs).all() or gap > 1e-3:
         raise CommandError(f"{bundle.source}: model.onnx and head.pt disagree (max |Δ log-prob| {gap:.2e})", EXIT_BUNDLE)
@@ -288,33 +278,30 @@ def command_verify(args: argparse.Namespace) -> int:
 def command_profiles(args: argparse.Namespace) -> int:
     store = ProfileStore()
     users = [check_user(u) for u in args.users]
-    try:
-        if args.action == "list":
-            users = store.users()
-            if not users:
-                say(f"no profiles under {store.root}")
-            for user in users:
-                try:
-                    p = store.load(user)
-                    print(f"{user}\tversion {p.version}\t{'adapted' if p.adapted else 'base head'}\t{p.created}\tbundle {p.bundle_digest[:12]}")
-                except ProfileError as error:
-                    print(f"{user}\tunusable: {error}")
-            return EXIT_OK
-        if args.action == "show":
-            for user in users:
-                print(json.dumps(store.load(user).summary(), indent=2))
-        elif args.action == "rollback":
-            for user in users:
-                p = store.rollback(user)
-                say(f"{user}: version {p.version} is current again")
-        elif args.action == "delete":
-            for user in users:
-                store.delete(user)
-                say(f"{user}: profile and enrollment clips deleted")
-        elif args.action == "migrate":
-            return migrate(args, store, users or store.users())
-    except ProfileError as error:
-        raise CommandError(str(error), EXIT_INPUT) from None
+    if args.action == "list":
+        users = store.users()
+        if not users:
+            say(f"no profiles under {store.root}")
+        for user in users:
+            try:
+                p = store.load(user)
+                print(f"{user}\tversion {p.version}\t{'adapted' if p.adapted else 'base head'}\t{p.created}\tbundle {p.bundle_digest[:12]}")
+            except ProfileError as error:
+                print(f"{user}\tunusable: {error}")
+        return EXIT_OK
+    if args.action == "show":
+        for user in users:
+            print(json.dumps(store.load(user).summary(), indent=2))
+    elif args.action == "rollback":
+        for user in users:
+            p = store.rollback(user)
+            say(f"{user}: version {p.version} is current again")
+    elif args.action == "delete":
+        for user in users:
+            store.delete(user)
+            say(f"{user}: profile and enrollment clips deleted")
+    elif args.action == "migrate":
+        return migrate(args, store, users or store.users())
     return EXIT_OK
 
 

@@ -39,7 +39,7 @@ from edgemeta.batching import pad_audio, pad_targets
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint
 from edgemeta.corpus import Utterance
 from edgemeta.meta_learning import encode_clips
-from edgemeta.meta_train import MetaTrainConfig, MetaTrainer, Ranks, load_tasks
+from edgemeta.meta_train import DEFAULT_INNER_RATE, MetaTrainConfig, MetaTrainer, Ranks, load_tasks
 from edgemeta.model import ModelConfig, SpeechRecognizer
 from edgemeta.runtime.update_rule import sgd_update_
 from edgemeta.speaker_tasks import Episode, Task, speaker_tasks
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = model_from_checkpoint(load_checkpoint(args.init)) if args.init else SpeechRecognizer(ModelConfig())
-    config = MetaTrainConfig(method="fomaml", inner_rate=0.01, k=args.k, query=args.query, meta_batch=args.meta_batch, inner_steps=args.inner_steps,
+    config = MetaTrainConfig(method="fomaml", inner_rate=DEFAULT_INNER_RATE, k=args.k, query=args.query, meta_batch=args.meta_batch, inner_steps=args.inner_steps,
                              freeze_body=args.frozen_body, threads=args.threads)
     tasks = synthetic_tasks(16, args.k + args.query, 3.5) if args.synthetic else load_tasks(config)[0]
     if not tasks:
