@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "edgemeta.meta_train",
     "edgemeta.evaluate",
     "edgemeta.export_command",
+    "edgemeta.language_model",
     "edgemeta.bench.peers",
     "edgemeta.recipe",
     "edgemeta.demo",
@@ -26,7 +27,8 @@ typical session:
   edgemeta synth --out data/synth --speakers 40 --clips 20
   edgemeta train --manifest data/synth/manifest.jsonl --speechocean --out runs/pretrain
   edgemeta meta-train --init runs/pretrain/last.pt --method meta-sgd --out runs/meta-sgd
-  edgemeta export runs/meta-sgd/last.pt bundles/mine
+  edgemeta lm --out runs/lm.npz
+  edgemeta export runs/meta-sgd/last.pt bundles/mine --lm runs/lm.npz
   edgemeta eval --manifest data/flite/manifest.jsonl --model meta-sgd=bundles/mine --json eval.jsonl
 """
 

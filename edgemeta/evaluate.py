@@ -225,13 +225,13 @@ class BundleModel:
 
     kind = "bundle"
 
-    def __init__(self, name: str, path: Path, threads: int, guard: bool) -> None:
+    def __init__(self, name: str, path: Path, threads: int, guard: bool, greedy: bool = False) -> None:
         self.name, self.path = name, path
         self.bundle = load_bundle(path)
         if self.bundle.sample_rate != SAMPLE_RATE:
             raise EvalError(f"{path}: the bundle expects {self.bundle.sample_rate} Hz audio; the evaluation reads {SAMPLE_RATE} Hz")
         self.threads, self.guard = threads, guard
-        self.recognizer = Recognizer(self.bundle, threads=threads)
+        self.recognizer = Recognizer(self.bundle, threads=threads, greedy=greedy)
         adaptation = self.bundle.adaptation
         self.method = adaptation.get("method")
         self.scalar_rate = None if adaptation.get("scalar_rate") is None else float(adaptation["scalar_rate"])
@@ -262,11 +262,11 @@ class BundleModel:
         )
 
 
-def load_model(name: str, path: Path, threads: int, guard: bool) -> Model:
+def load_model(name: str, path: Path, threads: int, guard: bool, greedy: bool = False) -> Model:
     """A checkpoint (``.pt``) or a bundle (directory or archive) named ``name``."""
     if path.is_dir() or is_archive(path):
         try:
-            return BundleModel(name, path, threads, guard)
+            return BundleModel(name, path, threads, guard, greedy)
         except BundleError as error:
             raise EvalError(f"--model {name}: {error}") from None
     if not path.is_file():
@@ -649,6 +649,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--k", type=_ks, default=[0, 1, 5, 10], help="adaptation clips, comma-separated (default: 0,1,5,10)")
     parser.add_argument("--seeds", type=_positive, default=3, help="draws of adaptation clips per speaker (default: 3)")
     parser.add_argument("--guard", action="store_true", help="bundles: clip checks and the guard, as the device enrolls")
+    parser.add_argument("--greedy", action="store_true",
+                        help="bundles: best-path decoding instead of their language model, as checkpoints decode (compares acoustic models)")
     parser.add_argument("--threads", type=_positive, default=1, help="torch and onnxruntime CPU threads (default: 1)")
     parser.add_argument("--json", type=Path, required=True, metavar="OUT", help="JSON Lines output, one record per run")
     parser.set_defaults(func=run)
@@ -673,7 +675,7 @@ def _run(args: argparse.Namespace) -> int:
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise EvalError(f"--model {duplicated[0]} is given more than once")
-    models = {name: load_model(name, path, args.threads, args.guard) for name, path in pairs}
+    models = {name: load_model(name, path, args.threads, args.guard, args.greedy) for name, path in pairs}
     for name, model in models.items():
         if model.method is not None and name != "ctc-control" and model.method != name:
             print(f"note: --model {name}: {model.path} was trained as {model.method!r}", file=sys.stderr)

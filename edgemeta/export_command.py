@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from edgemeta.runtime.ctc_decode import BeamSearch
 
 EXAMPLES = """\
 examples:
   edgemeta export runs/meta-sgd/last.pt bundles/mine
   edgemeta export runs/meta-sgd/last.pt bundles/mine --int8 --archive
   edgemeta export runs/meta-sgd/last.pt bundles/mine --parity-manifest data/flite/manifest.jsonl
+  edgemeta lm --out runs/lm.npz && edgemeta export runs/meta-sgd/last.pt bundles/mine --lm runs/lm.npz
   edgemeta-runtime --bundle bundles/mine verify
 """
 PARITY_MANIFEST_CLIPS = 8
@@ -26,6 +30,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--parity-manifest", metavar="MANIFEST",
         help=f"JSONL manifest or folder whose first {PARITY_MANIFEST_CLIPS} clips join the synthetic parity clips",
     )
+    parser.add_argument("--lm", type=Path, metavar="FILE", help="character language model from `edgemeta lm`: the bundle decodes with beam search")
+    parser.add_argument("--lm-weight", type=float, default=BeamSearch.lm_weight, help="with --lm: weight of the language model's log-probability (default: %(default)s)")
+    parser.add_argument("--char-bonus", type=float, default=BeamSearch.char_bonus, help="with --lm: score added per character, against short transcripts (default: %(default)s)")
+    parser.add_argument("--beam", type=int, default=BeamSearch.beam, help="with --lm: prefixes kept per frame (default: %(default)s)")
     parser.set_defaults(func=run)
 
 
@@ -43,7 +51,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the bundle; exit 1 on a parity failure, 2 on unreadable inputs."""
-    from edgemeta.export.bundle_writer import write_bundle
+    from edgemeta.export.bundle_writer import DecoderSettings, write_bundle
+    from edgemeta.runtime.language_model import LanguageModelError
     from edgemeta.export.parity import ParityError
     from edgemeta.runtime.audio import AudioError, read_audio
     from edgemeta.runtime.manifest import ManifestError, read_clips
@@ -52,11 +61,13 @@ def run(args: argparse.Namespace) -> int:
         clips = []
         if args.parity_manifest:
             clips = [read_audio(clip.audio) for clip in read_clips(args.parity_manifest)[:PARITY_MANIFEST_CLIPS]]
-        write_bundle(args.checkpoint, args.out, int8=args.int8, check_parity=args.parity, archive=args.archive, parity_clips=clips)
+        decoder = None if args.lm is None else DecoderSettings(args.lm, args.lm_weight, args.char_bonus, args.beam)
+        write_bundle(args.checkpoint, args.out, int8=args.int8, check_parity=args.parity, archive=args.archive,
+                     parity_clips=clips, decoder=decoder)
     except ParityError as error:
         print(f"error: {error}; {args.out} was not written", file=sys.stderr)
         return 1
-    except (FileNotFoundError, FileExistsError, ManifestError, AudioError) as error:
+    except (FileNotFoundError, FileExistsError, ManifestError, AudioError, LanguageModelError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -6,7 +6,8 @@ Stages (each skipped or resumed when its output is already there):
 2. pretrain on them plus the speechocean762-train speakers outside the committed dev split;
 3. meta-train each method from the pretrained checkpoint under an equal budget
    (``meta-sgd``, ``maml``, ``fomaml``, ``reptile``; ``finetune`` only picks its scalar rate);
-4. export the Meta-SGD model as a bundle (and, with ``--install``, as the built-in one).
+4. build the decoder's character language model from wordfreq's English word frequencies;
+5. export the Meta-SGD model with it as a bundle (and, with ``--install``, as the built-in one).
 """
 
 from __future__ import annotations
@@ -67,13 +68,23 @@ def meta_stage(config: RecipeConfig, pretrained: Path, method: str) -> Path:
     return config.runs / method / "last.pt"
 
 
-def export_stage(config: RecipeConfig, checkpoint: Path) -> Path:
-    """The Meta-SGD bundle; copied over the built-in one with ``install``."""
-    from edgemeta.export.bundle_writer import write_bundle
+def language_model_stage(config: RecipeConfig) -> Path:
+    """The decoder's character language model, from wordfreq's English word frequencies (kept between runs)."""
+    from edgemeta.language_model import WORDFREQ_ATTRIBUTION, build_char_ngram, wordfreq_counts
+
+    path = config.runs / "lm.npz"
+    if not path.is_file():
+        build_char_ngram(wordfreq_counts(), source=WORDFREQ_ATTRIBUTION).save(path)
+    return path
+
+
+def export_stage(config: RecipeConfig, checkpoint: Path, language_model: Path) -> Path:
+    """The Meta-SGD bundle with the language model; copied over the built-in one with ``install``."""
+    from edgemeta.export.bundle_writer import DecoderSettings, write_bundle
     from edgemeta.runtime.bundle import BUILTIN_BUNDLE
 
     bundle = config.runs / "bundle"
-    write_bundle(checkpoint, bundle, int8=True)
+    write_bundle(checkpoint, bundle, int8=True, decoder=DecoderSettings(language_model))
     if config.install:
         shutil.rmtree(BUILTIN_BUNDLE, ignore_errors=True)
         shutil.copytree(bundle, BUILTIN_BUNDLE)
@@ -86,7 +97,7 @@ def run_recipe(config: RecipeConfig) -> Path:
     synth_manifest = synth_stage(config)
     pretrained = pretrain_stage(config, synth_manifest)
     checkpoints = {method: meta_stage(config, pretrained, method) for method in config.methods}
-    return export_stage(config, checkpoints.get("meta-sgd", pretrained))
+    return export_stage(config, checkpoints.get("meta-sgd", pretrained), language_model_stage(config))
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

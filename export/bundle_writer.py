@@ -50,10 +50,13 @@ from edgemeta.runtime.bundle import (
     manifest_checksum,
     sha256_file,
 )
+from edgemeta.runtime.ctc_decode import BeamSearch
+from edgemeta.runtime.language_model import CharNgram
 from edgemeta.runtime.text import VOCABULARY
 
 STREAM_FILE = "stream.onnx"
 INT8_FILE = "model.int8.onnx"
+LM_FILE = "lm.npz"
 # Used when a checkpoint has neither per-parameter nor scalar rates (a plain
 # pretrained model): the best scalar fine-tuning rate measured on dev speakers (DESIGN.md).
 DEFAULT_SCALAR_RATE = 0.01
@@ -61,6 +64,16 @@ DEFAULT_INNER_STEPS = 3
 STREAM_CHUNK_FRAMES = 16  # output frames per streaming chunk: 0.32 s with the default config
 
 Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DecoderSettings:
+    """The beam-search decoder a bundle carries: a character language model file and its weights."""
+
+    language_model: Path
+    lm_weight: float = BeamSearch.lm_weight
+    char_bonus: float = BeamSearch.char_bonus
+    beam: int = BeamSearch.beam
 
 
 @dataclass
@@ -116,7 +129,7 @@ def build_manifest(
     adaptation: dict[str, Any],
     streamer: StreamingRecognizer | None,
 ) -> dict[str, Any]:
-    """Every manifest key but ``files``, ``int8`` and ``parity`` (filled in once those exist)."""
+    """Every manifest key but ``files``, ``int8``, ``decoder`` and ``parity`` (filled in once those exist)."""
     config = model.config
     provenance = dict(checkpoint.get("provenance") or {})
     for key in ("recipe", "data", "training_seconds"):
@@ -159,6 +172,7 @@ def build_manifest(
         "streaming": streaming,
         "external_data": {"file": WEIGHTS_FILE, "used_by": [MODEL_FILE, *([STREAM_FILE] if streamer is not None else [])]},
         "int8": None,
+        "decoder": None,
         "parity": None,
         "provenance": provenance,
     }
@@ -292,15 +306,19 @@ def write_bundle(
     check_parity: bool = True,
     archive: bool = False,
     parity_clips: Sequence[np.ndarray] = (),
+    decoder: DecoderSettings | None = None,
     progress: Progress = print,
 ) -> ExportResult:
     """Export the checkpoint at ``checkpoint_path`` as a bundle directory ``out`` (plus ``out.tar.gz`` with ``archive``).
 
     ``parity_clips`` (16 kHz float32 waveforms, e.g. real speech) are checked
-    in addition to the built-in synthetic clips. Raises
+    in addition to the built-in synthetic clips. ``decoder`` adds a
+    language model (``lm.npz``) and the beam search's weights. Raises
     :class:`edgemeta.export.parity.ParityError` (leaving ``out`` untouched)
     when a graph disagrees with PyTorch, ``FileExistsError`` when ``out``
-    exists and is not a bundle.
+    exists and is not a bundle,
+    :class:`edgemeta.runtime.language_model.LanguageModelError` for an
+    unreadable language model.
     """
     checkpoint_path, out = Path(checkpoint_path), Path(out)
     if out.exists() and not (out.is_dir() and (out / MANIFEST).is_file()):
@@ -321,6 +339,10 @@ def write_bundle(
     rates, adaptation = head_rates(checkpoint, weights)
     streamer = None if model.config.bidirectional else StreamingRecognizer(model).eval()
     manifest = build_manifest(model, checkpoint, checkpoint_path, weights, adaptation, streamer)
+    if decoder is not None:
+        lm = CharNgram.load(decoder.language_model)
+        manifest["decoder"] = {"file": LM_FILE, "lm_weight": decoder.lm_weight, "char_bonus": decoder.char_bonus,
+                               "beam": decoder.beam, "order": lm.order, "source": lm.source}
     stage("load")
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -329,6 +351,8 @@ def write_bundle(
     try:
         with _torch_threads(1):
             _write_files(staging, model, streamer, weights, rates, manifest, int8, stage, progress)
+            if decoder is not None:
+                shutil.copyfile(decoder.language_model, staging / LM_FILE)
             _write_manifest(staging, manifest)
             progress("verifying the bundle with the runtime's reader")
             bundle = load_bundle(staging)

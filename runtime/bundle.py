@@ -5,7 +5,8 @@ A bundle (``docs/bundle-format.md``) is a directory, or a ``.tar`` /
 head as TorchScript (``head.pt``), the initial head weights
 (``head.safetensors``) and the learned rates (``rates.safetensors``), plus
 optional ``stream.onnx``, ``weights.bin`` (the body weights ``model.onnx`` and
-``stream.onnx`` share) and ``model.int8.onnx``. :func:`load_bundle` checks
+``stream.onnx`` share), ``model.int8.onnx`` and ``lm.npz`` (the character
+language model of the beam-search decoder, ``manifest["decoder"]``). :func:`load_bundle` checks
 the format version and the sha256 of every listed file before anything is
 used; each part is read once more as bytes and checked again just before it is
 loaded, so the bytes that are loaded are the bytes that were checked
@@ -50,6 +51,9 @@ import numpy as np
 import onnxruntime
 import torch
 from safetensors.torch import load as load_safetensors
+
+from edgemeta.runtime.ctc_decode import BeamSearch, Decoder, greedy_decode
+from edgemeta.runtime.language_model import CharNgram, LanguageModelError
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -180,6 +184,26 @@ class Bundle:
     def provenance(self) -> dict[str, Any]:
         """Recipe, data, training time, versions."""
         return dict(self.manifest["provenance"])
+
+    @property
+    def decoder_settings(self) -> dict[str, Any] | None:
+        """The beam-search decoder's file and weights, ``None`` when the bundle decodes best-path."""
+        return self.manifest.get("decoder")
+
+    def decoder(self, greedy: bool = False) -> Decoder:
+        """How this bundle turns ``[frames, vocabulary]`` log-probabilities into text.
+
+        Beam search with the bundle's language model when it has one (and
+        ``greedy`` is false), else best-path decoding.
+        """
+        settings = self.decoder_settings
+        if greedy or settings is None:
+            return greedy_decode
+        try:
+            lm = CharNgram.from_bytes(self.read(settings["file"]), f"{self.source}: {settings['file']}")
+        except LanguageModelError as error:
+            raise BundleError(str(error)) from None
+        return BeamSearch(lm, lm_weight=float(settings["lm_weight"]), char_bonus=float(settings["char_bonus"]), beam=int(settings["beam"]))
 
     @property
     def training_speakers(self) -> list[str]:
@@ -341,7 +365,7 @@ def read_manifest(directory: Path, source: Path) -> tuple[dict[str, Any], str]:
         if key not in manifest:
             raise BundleError(f"{source}: {MANIFEST} lacks the key {key!r}")
     files = manifest["files"]
-    optional = [entry["file"] for entry in (manifest.get("streaming"), manifest.get("int8")) if entry]
+    optional = [entry["file"] for entry in (manifest.get("streaming"), manifest.get("int8"), manifest.get("decoder")) if entry]
     optional += [manifest["external_data"]["file"]] if manifest.get("external_data") else []
     for name in (*REQUIRED_FILES, *optional):
         if name not in files:

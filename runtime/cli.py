@@ -156,7 +156,7 @@ def command_enroll(args: argparse.Namespace) -> int:
 def command_transcribe(args: argparse.Namespace) -> int:
     bundle = open_bundle(args)
     head = user_head(ProfileStore(), bundle, args.user)
-    recognizer = Recognizer(bundle, head, threads=args.threads)
+    recognizer = Recognizer(bundle, head, threads=args.threads, greedy=args.greedy)
     code = EXIT_OK
     group = 16  # files read and batched together
     with tqdm(total=len(args.files), desc="transcribing", unit="file", disable=None, file=sys.stderr) as progress:
@@ -189,7 +189,7 @@ def command_listen(args: argparse.Namespace) -> int:
 
     bundle = open_bundle(args)
     head = user_head(ProfileStore(), bundle, args.user)
-    live = LiveTranscriber(bundle, head, threads=args.threads)
+    live = LiveTranscriber(bundle, head, threads=args.threads, greedy=args.greedy)
 
     def show(event) -> None:
         if args.jsonl:
@@ -244,6 +244,7 @@ def command_info(args: argparse.Namespace) -> int:
         f"adaptation    {json.dumps(bundle.adaptation)}, {bundle.inner_steps} steps",
         f"streaming     {'yes, ' + str(bundle.streaming['chunk_samples']) + ' samples per chunk' if bundle.streaming else 'no'}",
         f"int8          {'yes' if bundle.has_int8 else 'no'}",
+        f"decoder       {_describe_decoder(bundle.decoder_settings)}",
         f"recipe        {p.get('recipe')}",
         f"created       {p.get('created')}, {p.get('training_seconds')} s of training, torch {p.get('torch_version')}",
         f"training      {len(bundle.training_speakers)} speakers; data {json.dumps(p.get('data'))}",
@@ -253,8 +254,16 @@ def command_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _describe_decoder(settings: dict | None) -> str:
+    if settings is None:
+        return "best path (no language model)"
+    return (f"beam search, beam {settings['beam']}, language model {settings['file']} (weight {settings['lm_weight']}, "
+            f"character bonus {settings['char_bonus']}; {settings.get('source')})")
+
+
 def command_verify(args: argparse.Namespace) -> int:
     bundle = open_bundle(args)
+    bundle.decoder()  # the language model, if any, must load
     noise = np.random.default_rng(0).normal(0, 0.1, (1, bundle.sample_rate)).astype(np.float32)
     log_probs, features = bundle.session(threads=args.threads).run(
         ["log_probs", "features"], {"waveform": noise, "lengths": np.array([noise.shape[1]])}
@@ -356,12 +365,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--user", help="use this user's adapted head (default: the base head)")
     sub.add_argument("--jsonl", action="store_true", help='one JSON line per file: {"audio", "text"} or {"audio", "error"}')
     sub.add_argument("--timestamps", action="store_true", help="also give the voice-activity segments with start and end times")
+    sub.add_argument("--greedy", action="store_true", help="best-path decoding, without the bundle's language model (faster, less accurate)")
     sub.add_argument("files", nargs="+", metavar="FILE")
 
     sub = add("listen", command_listen, "transcribe the microphone live (Ctrl-C to stop)", "edgemeta-runtime listen --user alice")
     sub.add_argument("--user", help="use this user's adapted head (default: the base head)")
     sub.add_argument("--device", help="microphone name or index (default: the system's default input)")
     sub.add_argument("--jsonl", action="store_true", help='print every partial and final transcript as {"type", "text", "start", "end"}')
+    sub.add_argument("--greedy", action="store_true", help="final transcripts best-path too, without the bundle's language model")
 
     sub = add("profiles", command_profiles, "list, show, roll back, delete or migrate user profiles", "edgemeta-runtime profiles show alice")
     sub.add_argument("action", choices=("list", "show", "rollback", "delete", "migrate"))

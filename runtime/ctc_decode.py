@@ -1,10 +1,17 @@
-"""CTC decoding: collapse repeats, drop blanks."""
+"""CTC decoding: best path (collapse repeats, drop blanks) or prefix beam search with a language model."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 
+from edgemeta.runtime.language_model import CharNgram
 from edgemeta.runtime.text import BLANK_ID, VOCABULARY
+
+Decoder = Callable[..., str]  # (log_probs [frames, vocabulary], length=None) -> text
 
 
 def greedy_decode(log_probs: np.ndarray, length: int | None = None) -> str:
@@ -18,3 +25,82 @@ def greedy_decode(log_probs: np.ndarray, length: int | None = None) -> str:
 def greedy_decode_batch(log_probs: np.ndarray, lengths: np.ndarray | list[int]) -> list[str]:
     """:func:`greedy_decode` for each row of a ``[batch, frames, vocabulary]`` array."""
     return [greedy_decode(row, int(n)) for row, n in zip(log_probs, lengths)]
+
+
+def _log_add(a: float, b: float) -> float:
+    if a < b:
+        a, b = b, a
+    return a if b == -math.inf else a + math.log1p(math.exp(b - a))
+
+
+@dataclass(frozen=True)
+class BeamSearch:
+    """CTC prefix beam search with a character language model (shallow fusion).
+
+    A prefix scores ``log P_ctc + lm_weight * log P_lm + char_bonus * characters``;
+    the bonus offsets the language model's pull towards short transcripts.
+    Outputs below ``prune`` (log-probability) in a frame are not expanded.
+    """
+
+    lm: CharNgram
+    # defaults chosen on speechocean762 dev speakers' adaptation pools (BENCHMARKS.md, "Decoding")
+    lm_weight: float = 0.3
+    char_bonus: float = 0.5
+    beam: int = 8
+    prune: float = -8.0
+
+    def __call__(self, log_probs: np.ndarray, length: int | None = None) -> str:
+        """Transcript of one utterance's ``[frames, vocabulary]`` log-probabilities."""
+        log_probs = np.asarray(log_probs, dtype=np.float64)[: length if length is not None else len(log_probs)]
+        space = VOCABULARY.index(" ")
+        # prefix -> (log P ending in blank, log P ending in a character, weighted LM log-prob)
+        beams: dict[str, tuple[float, float, float]] = {"": (0.0, -math.inf, 0.0)}
+        for row in log_probs:
+            candidates = [int(c) for c in np.flatnonzero(row >= min(self.prune, row.max()))]
+            blank_end: dict[str, float] = {}
+            char_end: dict[str, float] = {}
+            lm_score: dict[str, float] = {}
+            for prefix, (blank, char, lm) in beams.items():
+                total = _log_add(blank, char)
+                lm_score[prefix] = lm
+                for c in candidates:
+                    p = float(row[c])
+                    if c == BLANK_ID:
+                        blank_end[prefix] = _log_add(blank_end.get(prefix, -math.inf), total + p)
+                        continue
+                    ch = VOCABULARY[c]
+                    if c == space and (not prefix or prefix[-1] == " "):  # no leading or double spaces
+                        char_end[prefix] = _log_add(char_end.get(prefix, -math.inf), total + p)
+                        continue
+                    source = total
+                    if prefix and ch == prefix[-1]:  # a repeat collapses; the character again needs a blank between
+                        char_end[prefix] = _log_add(char_end.get(prefix, -math.inf), char + p)
+                        source = blank
+                    if source == -math.inf:
+                        continue
+                    extended = prefix + ch
+                    if extended not in lm_score:
+                        lm_score[extended] = lm + self.lm_weight * float(self.lm.next_log_probs(_history(prefix))[c - 1])
+                    char_end[extended] = _log_add(char_end.get(extended, -math.inf), source + p)
+            scored = {
+                prefix: (blank_end.get(prefix, -math.inf), char_end.get(prefix, -math.inf), lm_score[prefix])
+                for prefix in set(blank_end) | set(char_end)
+            }
+            kept = sorted(scored, key=lambda q: self._score(q, *scored[q]), reverse=True)[: self.beam]
+            beams = {prefix: scored[prefix] for prefix in kept}
+        best = max(beams, key=lambda q: self._score(q, *beams[q]) + self._word_end(q))
+        return best.strip()
+
+    def _score(self, prefix: str, blank: float, char: float, lm: float) -> float:
+        return _log_add(blank, char) + lm + self.char_bonus * len(prefix.replace(" ", ""))
+
+    def _word_end(self, prefix: str) -> float:
+        """The language model's score for the last word ending where the audio does."""
+        if not prefix or prefix[-1] == " ":
+            return 0.0
+        return self.lm_weight * float(self.lm.next_log_probs(_history(prefix))[0])
+
+
+def _history(prefix: str) -> str:
+    """The language model's history after ``prefix``: a space, then the unfinished word."""
+    return " " + prefix[prefix.rfind(" ") + 1 :]

@@ -5,7 +5,8 @@ through ``stream.onnx`` chunk by chunk as it arrives, carrying the graph's
 state, so the final transcript only waits for the last chunk. Without one,
 the utterance so far is re-run through ``model.onnx`` every
 ``partial_seconds`` and once at its end. Either way a user's adapted head is
-fed by name, as for files.
+fed by name, as for files. Partials are decoded best-path; finals with the
+bundle's decoder (beam search with its language model, unless ``greedy``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 from edgemeta.runtime.audio import SAMPLE_RATE
 from edgemeta.runtime.bundle import Bundle
-from edgemeta.runtime.ctc_decode import greedy_decode
+from edgemeta.runtime.ctc_decode import Decoder, greedy_decode
 from edgemeta.runtime.recognizer import Recognizer
 from edgemeta.runtime.vad import Endpointer
 
@@ -107,8 +108,8 @@ class _StreamDecoder:
             self.log_probs.append(outputs[0][0])
             self.state = dict(zip(state_names, outputs[1:]))
 
-    def text(self) -> str:
-        return greedy_decode(np.concatenate(self.log_probs)) if self.log_probs else ""
+    def text(self, decode: Decoder) -> str:
+        return decode(np.concatenate(self.log_probs)) if self.log_probs else ""
 
 
 class LiveTranscriber:
@@ -122,11 +123,13 @@ class LiveTranscriber:
         silence_seconds: float = ENDPOINT_SILENCE_SECONDS,
         partial_seconds: float = PARTIAL_SECONDS,
         max_utterance_seconds: float = MAX_UTTERANCE_SECONDS,
+        greedy: bool = False,
     ) -> None:
         self.endpointer = Endpointer(silence_seconds)
         self.partial_samples = int(partial_seconds * SAMPLE_RATE)
         self.max_samples = int(max_utterance_seconds * SAMPLE_RATE)
         self.history = _AudioHistory()
+        self.decode = bundle.decoder(greedy)  # finals; partials are best-path, cheap enough to repeat
         head_feeds = {} if head is None else bundle.head_inputs(head)
         self.streaming = bundle.streaming is not None
         if self.streaming:
@@ -144,12 +147,13 @@ class LiveTranscriber:
             self.stream.reset()
 
     def _text_until(self, end: int, last: bool) -> str:
+        decode = self.decode if last else greedy_decode
         if self.streaming:
             self.stream.push(self.history.slice(self.fed, end), last=last)
             self.fed = end
-            return self.stream.text()
+            return self.stream.text(decode)
         audio = self.history.slice(self.utterance_start, end)
-        return greedy_decode(self.recognizer.infer([audio])[0].log_probs) if len(audio) else ""
+        return decode(self.recognizer.infer([audio])[0].log_probs) if len(audio) else ""
 
     def _final(self, end: int) -> LiveEvent:
         text = self._text_until(end, last=True)

@@ -2,8 +2,9 @@
 
 The head's weights are overridable initializers of the graph, so a user's
 head is fed with every run (``bundle.head_inputs``); one session serves the
-base head and every user. Arrays are transcribed in batches of similar
-lengths; recordings longer than ``max_segment_seconds`` are cut at pauses by
+base head and every user. Text comes from the bundle's decoder (beam search
+with its language model when it has one). Arrays are transcribed in batches
+of similar lengths; recordings longer than ``max_segment_seconds`` are cut at pauses by
 voice activity (silero-vad) and returned with timestamps.
 """
 
@@ -18,7 +19,6 @@ import torch
 
 from edgemeta.runtime.audio import AudioError, read_audio
 from edgemeta.runtime.bundle import Bundle
-from edgemeta.runtime.ctc_decode import greedy_decode
 from edgemeta.runtime.vad import speech_segments
 
 MAX_SEGMENT_SECONDS = 20.0
@@ -64,7 +64,8 @@ class Recognizer:
 
     ``head`` (name -> tensor, names as ``bundle.head_names``) replaces the
     base head; ``None`` keeps the bundle's own. ``threads`` sets onnxruntime's
-    intra-op threads.
+    intra-op threads; ``greedy`` decodes best-path even when the bundle has a
+    language model.
     """
 
     def __init__(
@@ -74,8 +75,10 @@ class Recognizer:
         threads: int = 1,
         int8: bool = False,
         max_segment_seconds: float = MAX_SEGMENT_SECONDS,
+        greedy: bool = False,
     ) -> None:
         self.bundle = bundle
+        self.decode = bundle.decoder(greedy)
         self.max_segment_seconds = max_segment_seconds
         self.session = bundle.session(threads=threads, int8=int8)
         self._head_feeds: dict[str, np.ndarray] = {}
@@ -123,7 +126,7 @@ class Recognizer:
         outputs = self.infer([waveforms[i][a:b] for i, a, b in pieces])
         transcripts = [Transcript("", len(w) / rate) for w in waveforms]
         for (index, a, b), output in zip(pieces, outputs):
-            text = greedy_decode(output.log_probs)
+            text = self.decode(output.log_probs)
             if text or len(waveforms[index]) <= self.max_segment_seconds * rate:
                 transcripts[index].segments.append(TimedText(a / rate, b / rate, text))
         for transcript in transcripts:

@@ -16,6 +16,7 @@ import torch
 
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint
 from edgemeta.export_command import add_parser
+from edgemeta.language_model import build_char_ngram, text_counts
 from edgemeta.model import SpeechRecognizer
 
 _EXPORTED: dict[str, Path] = {}
@@ -30,10 +31,12 @@ def run_export_command(argv: list[str]) -> int:
 
 
 def export_once(checkpoint: Path, folder_factory: pytest.TempPathFactory) -> Path:
-    """Export ``checkpoint`` with int8 and an archive through the CLI, the first time only."""
+    """Export ``checkpoint`` with int8, a small language model and an archive through the CLI, the first time only."""
     if "bundle" not in _EXPORTED:
-        out = folder_factory.mktemp("bundle") / "tiny"
-        assert run_export_command([str(checkpoint), str(out), "--int8", "--archive"]) == 0
+        folder = folder_factory.mktemp("bundle")
+        build_char_ngram(text_counts(["hello world", "the cat sat on the mat", "turn on the light"]), source="test words").save(folder / "lm.npz")
+        out = folder / "tiny"
+        assert run_export_command([str(checkpoint), str(out), "--int8", "--archive", "--lm", str(folder / "lm.npz")]) == 0
         _EXPORTED["bundle"] = out
     return _EXPORTED["bundle"]
 

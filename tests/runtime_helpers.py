@@ -82,7 +82,7 @@ def write_clip(folder: Path, name: str, audio: np.ndarray, text: str | None, rat
 
 def runtime_env(folder: Path, home: Path, allow_sounddevice: bool = False, base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for a runtime subprocess: ``EDGEMETA_HOME`` set and the forbidden imports blocked."""
-    blocked = ["torchaudio", "onnx"] + ([] if allow_sounddevice else ["sounddevice"])
+    blocked = ["torchaudio", "onnx", "wordfreq"] + ([] if allow_sounddevice else ["sounddevice"])
     site = folder / "blocker"
     site.mkdir(parents=True, exist_ok=True)
     (site / "sitecustomize.py").write_text(BLOCKER.format(blocked=tuple(blocked)), encoding="utf-8")

@@ -43,7 +43,7 @@ def test_parts_match_the_checkpoint(bundle_dir: Path, tiny_checkpoint: Path) -> 
 
 
 @pytest.mark.parametrize(
-    "name", ["manifest.json", "model.onnx", "stream.onnx", "weights.bin", "model.int8.onnx", "head.pt", "head.safetensors", "rates.safetensors"]
+    "name", ["manifest.json", "model.onnx", "stream.onnx", "weights.bin", "model.int8.onnx", "head.pt", "head.safetensors", "rates.safetensors", "lm.npz"]
 )
 def test_a_changed_byte_is_caught_and_names_the_file(bundle_dir: Path, tmp_path: Path, name: str) -> None:
     copy = copy_bundle(bundle_dir, tmp_path)

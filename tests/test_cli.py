@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-COMMANDS = ("synth", "train", "meta-train", "eval", "export", "bench", "recipe", "demo")
+COMMANDS = ("synth", "train", "meta-train", "eval", "export", "lm", "bench", "recipe", "demo")
 
 
 def test_trainer_cli_lists_every_command_and_each_help_has_an_example():

@@ -43,7 +43,7 @@ def test_help_teaches_with_examples() -> None:
 def test_enroll_and_transcribe_without_torchaudio_onnx_trainer_or_portaudio(bundle_dir: Path, tmp_path: Path) -> None:  # noqa: F811
     """The device path in subprocesses where torchaudio, onnx, edgemeta's trainer and sounddevice cannot be imported."""
     env = runtime_env(tmp_path, tmp_path / "home")
-    for forbidden in ("torchaudio", "onnx", "edgemeta.model", "edgemeta.export.bundle_writer", "sounddevice"):
+    for forbidden in ("torchaudio", "onnx", "wordfreq", "edgemeta.model", "edgemeta.language_model", "edgemeta.export.bundle_writer", "sounddevice"):
         probe = subprocess.run([sys.executable, "-c", f"import {forbidden}"], env=env, capture_output=True, text=True)
         assert probe.returncode != 0 and "must not be imported" in probe.stderr, f"the blocker lets {forbidden} through"
     clips = clip_folder(tmp_path / "clips")
@@ -67,6 +67,8 @@ def test_enroll_and_transcribe_without_torchaudio_onnx_trainer_or_portaudio(bund
     assert set(lines[0]) == {"audio", "text"} and set(lines[3]) == {"audio", "text"}
     assert set(lines[1]) == {"audio", "error"} and "missing.wav" in lines[1]["error"]
     assert set(lines[2]) == {"audio", "error"} and "bad.wav" in lines[2]["error"]
+    greedy = run_runtime(["--bundle", str(bundle_dir), "transcribe", "--greedy", "--jsonl", str(good)], env)
+    assert greedy.returncode == EXIT_OK and set(json.loads(greedy.stdout)) == {"audio", "text"}, greedy.stderr
 
 
 def test_enroll_exit_codes(bundle_dir: Path, tmp_path: Path, home: Path, capsys: pytest.CaptureFixture) -> None:  # noqa: F811
@@ -141,6 +143,7 @@ def test_info_and_verify(bundle_dir: Path, tmp_path: Path, capsys: pytest.Captur
     assert main(["--bundle", str(bundle_dir), "info"]) == EXIT_OK
     out = capsys.readouterr().out
     assert "head.output.weight" in out and "streaming     yes" in out
+    assert "decoder       beam search, beam 8, language model lm.npz" in out and "test words" in out
     assert main(["--bundle", str(bundle_dir), "info", "--json"]) == EXIT_OK
     assert json.loads(capsys.readouterr().out)["manifest"]["format_version"] == 1
     assert main(["--bundle", str(bundle_dir), "verify"]) == EXIT_OK

@@ -1,0 +1,123 @@
+"""Beam search against brute force, the character language model, and a bundle that decodes with one."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgemeta.language_model import build_char_ngram, text_counts
+from edgemeta.runtime.bundle import load_bundle
+from edgemeta.runtime.ctc_decode import BeamSearch, greedy_decode
+from edgemeta.runtime.language_model import SYMBOLS, CharNgram, LanguageModelError
+from edgemeta.runtime.recognizer import Recognizer
+from edgemeta.runtime.text import VOCABULARY
+from export_fixtures import bundle_dir, one_torch_thread  # noqa: F401 (fixtures)
+
+WORDS = text_counts(["the cat sat on the mat", "the dog", "that is the thing", "then the end"])
+
+
+def scores(rows: list[dict[str, float]]) -> np.ndarray:
+    """``[frames, vocabulary]`` log-probabilities from per-frame {symbol: probability}; unlisted symbols get none."""
+    out = np.full((len(rows), len(VOCABULARY)), -np.inf)
+    for frame, row in zip(out, rows):
+        for symbol, p in row.items():
+            frame[VOCABULARY.index(symbol)] = math.log(p)
+    return out
+
+
+def brute_force_best(log_probs: np.ndarray, symbols: list[int]) -> str:
+    """The labelling with the highest total probability over every CTC path through ``symbols``."""
+    totals: dict[str, float] = {}
+    for path in itertools.product(symbols, repeat=len(log_probs)):
+        p = math.exp(sum(log_probs[t, s] for t, s in enumerate(path)))
+        text = "".join(VOCABULARY[s] for i, s in enumerate(path) if s != 0 and (i == 0 or path[i - 1] != s))
+        totals[text] = totals.get(text, 0.0) + p
+    return max(totals, key=totals.__getitem__)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_beam_search_without_a_language_model_finds_the_most_probable_labelling(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    symbols = [0, VOCABULARY.index("a"), VOCABULARY.index("b")]
+    logits = rng.normal(0, 1.5, (6, len(symbols)))
+    log_probs = np.full((6, len(VOCABULARY)), -np.inf)
+    log_probs[:, symbols] = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    search = BeamSearch(build_char_ngram(WORDS), lm_weight=0.0, char_bonus=0.0, beam=3**6, prune=-np.inf)
+    assert search(log_probs) == brute_force_best(log_probs, symbols)
+
+
+def test_best_path_and_beam_search_differ_where_paths_add_up() -> None:
+    # the best single path is blank-blank ("" ), but "a" collects more probability over its paths
+    log_probs = scores([{"<blank>": 0.6, "a": 0.4}, {"<blank>": 0.6, "a": 0.4}])
+    assert greedy_decode(log_probs) == ""
+    assert BeamSearch(build_char_ngram(WORDS), lm_weight=0.0, char_bonus=0.0)(log_probs) == "a"
+
+
+def test_the_language_model_corrects_a_spelling_the_audio_leaves_open() -> None:
+    frames = [{"t": 1.0}, {"<blank>": 1.0}, {"h": 1.0}, {"<blank>": 1.0}, {"a": 0.55, "e": 0.45}, {"<blank>": 1.0}]
+    log_probs = scores(frames)
+    assert greedy_decode(log_probs) == "tha"
+    assert BeamSearch(build_char_ngram(WORDS), lm_weight=1.0, char_bonus=0.0)(log_probs) == "the"
+    assert BeamSearch(build_char_ngram(WORDS), lm_weight=0.0, char_bonus=0.0)(log_probs) == "tha"
+
+
+def test_spaces_are_never_doubled_or_leading() -> None:
+    frames = [{" ": 1.0}, {"a": 1.0}, {" ": 1.0}, {"<blank>": 1.0}, {" ": 1.0}, {"b": 1.0}]
+    assert BeamSearch(build_char_ngram(WORDS), lm_weight=0.0, char_bonus=0.0)(scores(frames)) == "a b"
+
+
+def test_every_history_is_a_distribution_and_frequent_spellings_win(tmp_path: Path) -> None:
+    model = build_char_ngram(WORDS, order=4, min_count=1.0)
+    np.testing.assert_allclose(np.exp(model.table).sum(1), 1.0, rtol=1e-5)
+    assert model.order == 4 and "" in model.histories
+    assert model.word_log_prob("the") > model.word_log_prob("teh")
+    assert math.isfinite(model.word_log_prob("zzz'q"))  # unseen spellings keep some probability
+    model.save(tmp_path / "lm.npz")
+    loaded = CharNgram.load(tmp_path / "lm.npz")
+    assert loaded.histories == model.histories and loaded.order == 4
+    np.testing.assert_allclose(np.exp(loaded.table).sum(1), 1.0, atol=2e-3)  # stored as float16
+    # a pruned history backs off to its longest kept suffix
+    pruned = build_char_ngram(WORDS, order=4, min_count=3.0)
+    assert " ca" not in pruned.histories and "a" in pruned.histories
+    np.testing.assert_array_equal(pruned.next_log_probs(" ca"), pruned.next_log_probs("a"))
+    assert len(SYMBOLS) == model.table.shape[1]
+
+
+def test_a_bad_language_model_file_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "lm.npz"
+    bad.write_bytes(b"not a zip archive")
+    with pytest.raises(LanguageModelError, match="lm.npz: not a character language model"):
+        CharNgram.load(bad)
+    with pytest.raises(LanguageModelError, match="missing.npz"):
+        CharNgram.load(tmp_path / "missing.npz")
+
+
+def test_a_bundle_with_a_language_model_decodes_with_it(bundle_dir: Path) -> None:
+    bundle = load_bundle(bundle_dir)
+    settings = bundle.decoder_settings
+    assert settings is not None and settings["file"] == "lm.npz" and settings["source"] == "test words"
+    assert isinstance(bundle.decoder(), BeamSearch) and bundle.decoder(greedy=True) is greedy_decode
+    audio = [np.random.default_rng(1).normal(0, 0.1, 16000).astype(np.float32)]
+    recognizer = Recognizer(bundle)
+    log_probs = recognizer.infer(audio)[0].log_probs
+    assert recognizer.transcribe(audio)[0].text == bundle.decoder()(log_probs)
+    assert Recognizer(bundle, greedy=True).transcribe(audio)[0].text == greedy_decode(log_probs)
+
+
+def test_lm_command_builds_from_text_and_names_unreadable_files(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from edgemeta.cli import main
+
+    text = tmp_path / "commands.txt"
+    text.write_text("Turn on the light.\nTurn off the light!\nCall Mum at 7\n", encoding="utf-8")
+    out = tmp_path / "lm" / "mine.npz"
+    assert main(["lm", "--text", str(text), "--order", "4", "--out", str(out)]) == 0
+    model = CharNgram.load(out)
+    assert model.order == 4 and model.source == "word counts of commands.txt"
+    assert model.word_log_prob("light") > model.word_log_prob("lihgt")
+    assert model.word_log_prob("seven") > model.word_log_prob("sevn"), "digits are spelled out as transcripts are"
+    assert main(["lm", "--text", str(tmp_path / "absent.txt"), "--out", str(out)]) == 2
+    assert "absent.txt" in capsys.readouterr().err
