@@ -17,7 +17,7 @@ COMMAND_MODULES = (
     "edgemeta.evaluate",
     "edgemeta.export_command",
     "edgemeta.language_model",
-    "edgemeta.bench.peers",
+    "edgemeta.benchmarks.peers",
     "edgemeta.recipe",
     "edgemeta.demo",
 )

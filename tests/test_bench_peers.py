@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import skip_or_fail
-from edgemeta.bench.__main__ import main
-from edgemeta.bench.peers import GRAMMAR_MAX_WORD_TYPES, PEER_MISSING, load_dataset, open_pocketsphinx, strip_fillers, word_types
+from edgemeta.cli import main
+from edgemeta.benchmarks.peers import GRAMMAR_MAX_WORD_TYPES, PEER_MISSING, load_dataset, open_pocketsphinx, strip_fillers, word_types
 from edgemeta.runtime.audio import read_audio, write_audio
 from edgemeta.runtime.manifest import Clip, read_manifest, write_manifest
 from edgemeta.synth import SynthesisError, VoiceSpec, synthesize_corpus, synthesize_many
@@ -79,7 +79,7 @@ def test_peers_end_to_end(corpora: tuple[Path, Path], bundle_dir: Path, tmp_path
     assert len(word_types(read_manifest(prompts))) > GRAMMAR_MAX_WORD_TYPES, "the prompts must be a large vocabulary"
     assert len(word_types(read_manifest(digits))) <= GRAMMAR_MAX_WORD_TYPES
     out, plot = tmp_path / "peers.jsonl", tmp_path / "peers.png"
-    argv = ["peers", "--manifest", str(prompts), "--manifest", str(digits), "--bundle", str(bundle_dir),
+    argv = ["bench", "peers", "--manifest", str(prompts), "--manifest", str(digits), "--bundle", str(bundle_dir),
             "--speakers", "2", "--clips", "3", "--k", "2", "--json", str(out), "--plot", str(plot)]
     assert main(argv) == 0
     table = capsys.readouterr().out
@@ -116,7 +116,7 @@ def test_missing_pocketsphinx_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "pocketsphinx.py").write_text('raise ModuleNotFoundError("No module named \'pocketsphinx\'", name="pocketsphinx")\n')
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text('{"audio": "a.wav", "text": "one", "speaker": "s"}\n')
-    result = subprocess.run([sys.executable, "-m", "edgemeta.bench", "peers", "--manifest", str(manifest)],
+    result = subprocess.run([sys.executable, "-m", "edgemeta", "bench", "peers", "--manifest", str(manifest)],
                             env=dict(os.environ, PYTHONPATH=str(tmp_path)), capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "pocketsphinx is not installed" in result.stderr and "pip install -e '.[bench]'" in result.stderr

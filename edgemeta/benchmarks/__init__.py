@@ -1,1 +1,1 @@
-"""Benchmarks of the trainer side (``python -m edgemeta.benchmarks.<name>``)."""
+"""Benchmarks: `edgemeta bench peers` (peers.py) and scripts run as ``python -m edgemeta.benchmarks.<name>``."""

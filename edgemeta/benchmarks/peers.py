@@ -77,7 +77,7 @@ GRAMMAR_MAX_WORD_TYPES = 50
 GRAMMAR_NAME = "vocabulary"
 FILLER = re.compile(r"<.*>|\[.*\]|\+\+.*\+\+")
 VARIANT = re.compile(r"\(\d+\)$")
-WORKER = "import sys; from edgemeta.bench.peers import worker_main; sys.exit(worker_main())"
+WORKER = "import sys; from edgemeta.benchmarks.peers import worker_main; sys.exit(worker_main())"
 PEER_MISSING = ("pocketsphinx is not installed; it is this benchmark's peer, in the optional 'bench' "
                 "extra: pip install -e '.[bench]'")
 PLOT_MISSING = "--plot needs matplotlib, in the optional 'train' extra: pip install -e '.[train]'"
@@ -89,7 +89,7 @@ examples:
   # spoken digits: pocketsphinx with its default LM and with a digit grammar, edgemeta before and after 10 clips
   edgemeta bench peers --manifest ../shared/data/fsdd-dev/manifest.jsonl --json peers.jsonl --plot peers.png
   # several corpora, another bundle, 5-shot and 10-shot enrollment, 3 speakers each
-  python -m edgemeta.bench peers --manifest ../shared/data/speechocean762-train/manifest.jsonl \\
+  edgemeta bench peers --manifest ../shared/data/speechocean762-train/manifest.jsonl \\
       --manifest data/flite/manifest.jsonl --bundle bundles/mine --k 5,10 --speakers 3
 """
 
@@ -561,7 +561,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``peers`` under a benchmark command (``edgemeta bench``, ``python -m edgemeta.bench``)."""
+    """Register ``peers`` under ``edgemeta bench``."""
     parser = subparsers.add_parser(
         "peers",
         help="edgemeta against pocketsphinx on the same clips (CER, WER, RTF, load time, size, memory)",
