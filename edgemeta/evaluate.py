@@ -176,6 +176,7 @@ class Model(Protocol):
     scalar_rate_source: str
     has_rates: bool
     training_speakers: set[str]
+    decoding: str
 
     def prepare(self, scored: list[Utterance]) -> Any: ...
 
@@ -188,6 +189,7 @@ class CheckpointModel:
     """A PyTorch checkpoint: adapted by :func:`adapt_head`; scored clips' body features computed once per speaker."""
 
     kind = "checkpoint"
+    decoding = "best-path"
 
     def __init__(self, name: str, path: Path) -> None:
         self.name, self.path = name, path
@@ -232,6 +234,7 @@ class BundleModel:
             raise EvalError(f"{path}: the bundle expects {self.bundle.sample_rate} Hz audio; the evaluation reads {SAMPLE_RATE} Hz")
         self.threads, self.guard = threads, guard
         self.recognizer = Recognizer(self.bundle, threads=threads, greedy=greedy)
+        self.decoding = "best-path" if greedy or self.bundle.decoder_settings is None else "with beam search and the bundle's language model"
         adaptation = self.bundle.adaptation
         self.method = adaptation.get("method")
         self.scalar_rate = None if adaptation.get("scalar_rate") is None else float(adaptation["scalar_rate"])
@@ -379,8 +382,8 @@ def _record(dataset: str, model: str, method: str, k: int, speaker: str, seed: i
 
 
 def protocol_notes(datasets: list[Dataset], models: dict[str, Model], ks: list[int]) -> list[str]:
-    """Ks skipped for speakers with too few clips, and scored speakers a model was trained on (warnings)."""
-    notes = []
+    """How each model decodes, ks skipped for speakers with too few clips, and scored speakers a model was trained on (warnings)."""
+    notes = [f"model {name} decodes {model.decoding}" for name, model in models.items()]
     for dataset in datasets:
         for k in ks:
             short = [s.speaker for s in dataset.speakers if k > len(s.pool)]

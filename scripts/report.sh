@@ -16,7 +16,9 @@ models=(--model "pretrained=$RUNS/pretrain/last.pt" --model meta-sgd=runtime/bui
 for method in finetune maml fomaml reptile; do
     [ -f "$RUNS/$method/last.pt" ] && models+=(--model "$method=$RUNS/$method/last.pt")
 done
-.venv/bin/edgemeta eval "${MANIFESTS[@]}" "${models[@]}" --k 0,1,5,10 --seeds "$SEEDS" --json "$OUT/kshot.jsonl"
+# methods side by side decode best-path (checkpoints have no language model); the device's run below uses the bundle's decoder
+.venv/bin/edgemeta eval "${MANIFESTS[@]}" "${models[@]}" --k 0,1,5,10 --seeds "$SEEDS" --greedy --json "$OUT/kshot.jsonl"
 .venv/bin/edgemeta eval "${MANIFESTS[@]}" --model meta-sgd=runtime/builtin --methods none,meta-sgd --k 0,10 --seeds "$SEEDS" --guard --json "$OUT/kshot-guard.jsonl"
+.venv/bin/python -m edgemeta.benchmarks.decoder_weights --manifest "$SHARED/speechocean762-train/manifest.jsonl" --json "$OUT/decoder-weights.json"
 .venv/bin/edgemeta bench peers --manifest "$SHARED/speechocean762-train/manifest.jsonl" --manifest "$SHARED/fsdd-dev/manifest.jsonl" \
     --manifest "$RUNS/eval-flite/manifest.jsonl" --speakers 6 --clips 20 --k 10 --json "$OUT/peers.jsonl" --plot "$OUT/peers.png"

@@ -18,6 +18,7 @@ from edgemeta.cli import main
 from edgemeta.meta_learning import transcribe
 from edgemeta.corpus import Utterance, load_corpus
 from edgemeta.runtime.audio import write_audio
+from edgemeta.runtime.ctc_decode import BeamSearch, greedy_decode
 from edgemeta.runtime.manifest import Clip, write_manifest
 from edgemeta.synth import SynthesisError, VoiceSpec, synthesize_many
 from export_fixtures import bundle_archive, bundle_dir  # noqa: F401 (session fixtures)
@@ -156,6 +157,14 @@ def test_cli_guard_on_a_bundle_archive(manifest: Path, bundle_archive: Path, tmp
     assert adapted_rows and all(r["guard_acceptance"] is not None for r in adapted_rows)
     assert set(summary["guard_rules"]) == {"1", "2"}
     assert "guard accepted" in out.with_suffix(".md").read_text() and "| synthset | meta-sgd | meta-sgd | 2 |" in done.stdout
+    assert "model meta-sgd decodes with beam search and the bundle's language model" in summary["notes"]
+
+
+def test_greedy_makes_a_bundle_decode_as_checkpoints_do(bundle_dir: Path, tiny_checkpoint: Path) -> None:  # noqa: F811
+    bundle = evaluate.load_model("meta-sgd", bundle_dir, 1, guard=False, greedy=True)
+    assert bundle.recognizer.decode is greedy_decode and bundle.decoding == "best-path"
+    assert isinstance(evaluate.load_model("meta-sgd", bundle_dir, 1, guard=False).recognizer.decode, BeamSearch)
+    assert evaluate.load_model("maml", tiny_checkpoint, 1, guard=False).decoding == "best-path"
 
 
 @pytest.mark.parametrize("content, message", [
