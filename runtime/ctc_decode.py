@@ -47,7 +47,7 @@ class BeamSearch:
     lm_weight: float = 0.3
     char_bonus: float = 0.5
     beam: int = 8
-    prune: float = -8.0
+    prune: float = -6.0  # measured: same CER and WER as -8 or -10 on dev speakers, half the time of -8
 
     def __call__(self, log_probs: np.ndarray, length: int | None = None) -> str:
         """Transcript of one utterance's ``[frames, vocabulary]`` log-probabilities."""
