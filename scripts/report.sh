@@ -13,11 +13,12 @@ SHARED="${EDGEMETA_SHARED_DATA:-../shared/data}"
 MANIFESTS=(--manifest "$RUNS/eval-espeak/manifest.jsonl" --manifest "$RUNS/eval-flite/manifest.jsonl"
            --manifest "$SHARED/speechocean762-train/manifest.jsonl" --manifest "$SHARED/fsdd-dev/manifest.jsonl")
 models=(--model "pretrained=$RUNS/pretrain/last.pt" --model meta-sgd=runtime/builtin)
-for method in finetune maml fomaml reptile; do
-    [ -f "$RUNS/$method/last.pt" ] && models+=(--model "$method=$RUNS/$method/last.pt")
+methods=none,meta-sgd,meta-sgd-scalar  # meta-sgd-scalar and ctc-control: DESIGN.md's two controls
+for method in finetune maml fomaml reptile ctc-control; do
+    if [ -f "$RUNS/$method/last.pt" ]; then models+=(--model "$method=$RUNS/$method/last.pt"); methods+=",$method"; fi
 done
 # methods side by side decode best-path (checkpoints have no language model); the device's run below uses the bundle's decoder
-.venv/bin/edgemeta eval "${MANIFESTS[@]}" "${models[@]}" --k 0,1,5,10 --seeds "$SEEDS" --greedy --json "$OUT/kshot.jsonl"
+.venv/bin/edgemeta eval "${MANIFESTS[@]}" "${models[@]}" --methods "$methods" --k 0,1,5,10 --seeds "$SEEDS" --greedy --json "$OUT/kshot.jsonl"
 .venv/bin/edgemeta eval "${MANIFESTS[@]}" --model meta-sgd=runtime/builtin --methods none,meta-sgd --k 0,10 --seeds "$SEEDS" --guard --json "$OUT/kshot-guard.jsonl"
 .venv/bin/python -m edgemeta.benchmarks.decoder_weights --manifest "$SHARED/speechocean762-train/manifest.jsonl" --json "$OUT/decoder-weights.json"
 .venv/bin/edgemeta bench peers --manifest "$SHARED/speechocean762-train/manifest.jsonl" --manifest "$SHARED/fsdd-dev/manifest.jsonl" \
