@@ -21,5 +21,7 @@ done
 .venv/bin/edgemeta eval "${MANIFESTS[@]}" "${models[@]}" --methods "$methods" --k 0,1,5,10 --seeds "$SEEDS" --greedy --json "$OUT/kshot.jsonl"
 .venv/bin/edgemeta eval "${MANIFESTS[@]}" --model meta-sgd=runtime/builtin --methods none,meta-sgd --k 0,10 --seeds "$SEEDS" --guard --json "$OUT/kshot-guard.jsonl"
 .venv/bin/python -m edgemeta.benchmarks.decoder_weights --manifest "$SHARED/speechocean762-train/manifest.jsonl" --json "$OUT/decoder-weights.json"
+.venv/bin/python -m edgemeta.benchmarks.transcript_check --manifest "$SHARED/speechocean762-train/manifest.jsonl" \
+    --manifest "$RUNS/eval-flite/manifest.jsonl" --manifest "$SHARED/fsdd-dev/manifest.jsonl" --json "$OUT/transcript-check.jsonl"
 .venv/bin/edgemeta bench peers --manifest "$SHARED/speechocean762-train/manifest.jsonl" --manifest "$SHARED/fsdd-dev/manifest.jsonl" \
     --manifest "$RUNS/eval-flite/manifest.jsonl" --speakers 6 --clips 20 --k 10 --json "$OUT/peers.jsonl" --plot "$OUT/peers.png"

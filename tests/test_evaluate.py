@@ -220,3 +220,25 @@ def test_cached_scored_features_give_the_full_model_transcripts(manifest: Path, 
     prepared = model.prepare(utterances[3:])
     for weights in (None, adapted):
         assert model.transcribe(prepared, weights) == transcribe(model.part.model, utterances[3:], weights)
+
+
+def test_decoder_weights_are_chosen_on_pools_and_measured_on_scored_clips(manifest: Path, bundle_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    from edgemeta.benchmarks import decoder_weights
+
+    out = tmp_path / "weights.json"
+    result = decoder_weights.main(["--bundle", str(bundle_dir), "--manifest", str(manifest), "--weights", "0,0.5",
+                                   "--bonuses", "0,1", "--json", str(out)])
+    assert json.loads(out.read_text()) == result
+    assert len(result["grid"]) == 4 and result["tuning_clips"] == 6 and result["held_out_clips"] == 6
+    best = min(result["grid"], key=lambda g: (g["cer"], g["wer"]))
+    assert result["chosen"] == {"lm_weight": best["lm_weight"], "char_bonus": best["char_bonus"], "beam": 8}
+    assert set(result["held_out"]) == {"greedy", "beam_lm"}
+
+
+def test_transcript_check_benchmark_scores_right_and_wrong_transcripts(manifest: Path, bundle_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    from edgemeta.benchmarks import transcript_check
+
+    rows = transcript_check.main(["--bundle", str(bundle_dir), "--manifest", str(manifest), "--json", str(tmp_path / "check.jsonl")])
+    assert [r["threshold"] for r in rows] == list(transcript_check.THRESHOLDS)
+    assert all(r["dataset"] == "synthset" and r["clips"] == 12 and 0 <= r["wrong_caught"] <= 1 for r in rows)
+    assert [r["right_left_out"] for r in rows] == sorted(r["right_left_out"] for r in rows), "a higher threshold leaves out more"
