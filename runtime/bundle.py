@@ -45,15 +45,16 @@ import warnings
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 import onnxruntime
-import torch
-from safetensors.torch import load as load_safetensors
 
 from edgemeta.runtime.ctc_decode import BeamSearch, Decoder, greedy_decode
 from edgemeta.runtime.language_model import CharNgram, LanguageModelError
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -230,6 +231,8 @@ class Bundle:
         return data
 
     def _tensors(self, name: str) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load as load_safetensors  # torch only where the device trains
+
         data = self.read(name)
         try:
             tensors = load_safetensors(data)
@@ -257,6 +260,8 @@ class Bundle:
         ``dict(head.named_parameters())`` pairs with :meth:`rates`. Loaded
         from the checked bytes only.
         """
+        import torch
+
         data = self.read(HEAD_FILE)
         try:
             with warnings.catch_warnings():
@@ -270,12 +275,13 @@ class Bundle:
             raise BundleError(f"{self.source}: {HEAD_FILE} has parameters {names}, the manifest lists {self.head_names}")
         return head
 
-    def head_inputs(self, weights: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        """Feeds that override the graph's head weights: name -> contiguous float32 array."""
+    def head_inputs(self, weights: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Feeds that override the graph's head weights (torch tensors or arrays): name -> contiguous float32 array."""
         unknown = set(weights) - set(self.head_names)
         if unknown:
             raise KeyError(f"not head parameters of {self.source}: {sorted(unknown)}")
-        return {name: np.ascontiguousarray(w.detach().cpu().numpy(), dtype=np.float32) for name, w in weights.items()}
+        return {name: np.ascontiguousarray(w.detach().cpu().numpy() if hasattr(w, "detach") else w, dtype=np.float32)
+                for name, w in weights.items()}
 
     def session(self, threads: int = 1, int8: bool = False) -> onnxruntime.InferenceSession:
         """An onnxruntime CPU session on ``model.onnx`` (or ``model.int8.onnx``) with ``threads`` intra-op threads.

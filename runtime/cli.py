@@ -11,20 +11,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from edgemeta.runtime.adapter import Enrollment, EnrollmentClip, HeadTrainer
 from edgemeta.runtime.audio import SAMPLE_RATE, AudioError
 from edgemeta.runtime.bundle import BUILTIN_BUNDLE, Bundle, BundleError, load_bundle
-from edgemeta.runtime.enrollment import ENROLLMENT_SENTENCES, clips_from_source, enroll_and_save
 from edgemeta.runtime.manifest import ManifestError
 from edgemeta.runtime.microphone import MicrophoneError
 from edgemeta.runtime.profile_store import ProfileError, ProfileStore, UserNameError, check_user
 from edgemeta.runtime.recognizer import Recognizer
+
+if TYPE_CHECKING:
+    from edgemeta.runtime.adapter import Enrollment, EnrollmentClip
+
+# torch (the head's gradient steps, clip checks) is imported only by the commands that adapt:
+# transcribing needs onnxruntime and numpy alone, so a device that only transcribes stays small.
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_BUNDLE, EXIT_MICROPHONE = 0, 1, 2, 3, 4
 
@@ -83,7 +86,14 @@ def open_bundle(args: argparse.Namespace) -> Bundle:
     return load_bundle(getattr(args, "bundle_path", None) or args.bundle)
 
 
-def user_head(store: ProfileStore, bundle: Bundle, user: str | None) -> dict[str, torch.Tensor] | None:
+def set_torch_threads(threads: int) -> None:
+    """torch's CPU threads, for the commands that run the head's gradient steps."""
+    import torch
+
+    torch.set_num_threads(max(threads, 1))
+
+
+def user_head(store: ProfileStore, bundle: Bundle, user: str | None) -> Mapping[str, Any] | None:
     """The head for ``--user`` (``None``: the base head); refuses a damaged profile or one for another bundle."""
     if user is None:
         return None
@@ -95,6 +105,8 @@ def user_head(store: ProfileStore, bundle: Bundle, user: str | None) -> dict[str
 
 def clips_from_microphone(count: int, device: str | None) -> tuple[list[EnrollmentClip], int]:
     """Show ``count`` sentences and record each from the microphone; returns the clips and the overflow count."""
+    from edgemeta.runtime.adapter import EnrollmentClip
+    from edgemeta.runtime.enrollment import ENROLLMENT_SENTENCES
     from edgemeta.runtime.live import record_utterance
     from edgemeta.runtime.microphone import Microphone
 
@@ -132,6 +144,9 @@ def report_enrollment(user: str, result: Enrollment, as_json: bool) -> None:
 
 
 def command_enroll(args: argparse.Namespace) -> int:
+    from edgemeta.runtime.enrollment import clips_from_source, enroll_and_save
+
+    set_torch_threads(args.threads)
     user = check_user(args.user)
     bundle = open_bundle(args)
     store = ProfileStore()
@@ -262,12 +277,17 @@ def _describe_decoder(settings: dict | None) -> str:
 
 
 def command_verify(args: argparse.Namespace) -> int:
+    import torch
+
+    from edgemeta.runtime.adapter import HeadTrainer
+
     bundle = open_bundle(args)
     bundle.decoder()  # the language model, if any, must load
     noise = np.random.default_rng(0).normal(0, 0.1, (1, bundle.sample_rate)).astype(np.float32)
     log_probs, features = bundle.session(threads=args.threads).run(
         ["log_probs", "features"], {"waveform": noise, "lengths": np.array([noise.shape[1]])}
     )
+    set_torch_threads(args.threads)
     trainer = HeadTrainer(bundle)  # loads head.pt, head.safetensors and rates.safetensors
     trainer.load(trainer.base)  # head.pt run with head.safetensors must give model.onnx's output
     with torch.no_grad():
@@ -316,6 +336,10 @@ def command_profiles(args: argparse.Namespace) -> int:
 
 def migrate(args: argparse.Namespace, store: ProfileStore, users: list[str]) -> int:
     """Re-adapt each user's kept enrollment clips on this bundle."""
+    from edgemeta.runtime.adapter import EnrollmentClip
+    from edgemeta.runtime.enrollment import enroll_and_save
+
+    set_torch_threads(args.threads)
     bundle = open_bundle(args)
     for user in users:
         old = store.load(user)
@@ -386,7 +410,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "profiles" and args.action in ("show", "rollback", "delete") and not args.users:
         parser.error(f"profiles {args.action} needs at least one USER")
-    torch.set_num_threads(max(args.threads, 1))
     try:
         return args.func(args)
     except REPORTED_ERRORS as error:

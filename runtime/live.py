@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
-import torch
 
 from edgemeta.runtime.audio import SAMPLE_RATE
 from edgemeta.runtime.bundle import Bundle
@@ -118,7 +117,7 @@ class LiveTranscriber:
     def __init__(
         self,
         bundle: Bundle,
-        head: Mapping[str, torch.Tensor] | None = None,
+        head: Mapping[str, Any] | None = None,
         threads: int = 1,
         silence_seconds: float = ENDPOINT_SILENCE_SECONDS,
         partial_seconds: float = PARTIAL_SECONDS,

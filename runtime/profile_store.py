@@ -36,11 +36,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
-import torch
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
+from safetensors.numpy import load as load_safetensors
+from safetensors.numpy import save as save_safetensors
 
 from edgemeta.runtime.audio import SAMPLE_RATE
 
@@ -49,6 +49,8 @@ USER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 POINTER = "profile.json"
 _METADATA_KEY = "edgemeta_profile"
 _STALE_TMP_SECONDS = 600
+# dtype names inside the content hash, as the first profiles (written through torch) spelled them
+_HASHED_DTYPE = {np.dtype(np.float32): "torch.float32", np.dtype(np.int16): "torch.int16"}
 
 
 class ProfileError(ValueError):
@@ -85,11 +87,15 @@ class StoredClip:
 
 @dataclass
 class Profile:
-    """One version of a user's profile. ``weights`` is the head to use (the base head when not adapted)."""
+    """One version of a user's profile. ``weights`` is the head to use (the base head when not adapted).
+
+    Weights are read back as float32 numpy arrays (torch tensors are accepted
+    when saving), so transcribing with a profile needs no torch.
+    """
 
     user: str
     bundle_digest: str
-    weights: dict[str, torch.Tensor]
+    weights: Mapping[str, Any]
     adapted: bool
     clips: list[StoredClip] = field(default_factory=list)
     report: dict = field(default_factory=dict)
@@ -111,21 +117,20 @@ class Profile:
         }
 
 
-def _content_hash(metadata: dict, tensors: dict[str, torch.Tensor]) -> str:
+def _content_hash(metadata: dict, arrays: dict[str, np.ndarray]) -> str:
     digest = hashlib.sha256(json.dumps(metadata, sort_keys=True).encode())
-    for name in sorted(tensors):
-        tensor = tensors[name].contiguous()
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.numpy().tobytes())
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}|{_HASHED_DTYPE[array.dtype]}|{tuple(array.shape)}|".encode())
+        digest.update(array.tobytes())
     return digest.hexdigest()
 
 
 def encode_profile(profile: Profile) -> bytes:
     """The bytes of a profile file (safetensors with hashed metadata)."""
-    tensors = {f"head/{name}": w.detach().to(torch.float32).contiguous() for name, w in profile.weights.items()}
+    tensors = {f"head/{name}": np.ascontiguousarray(w, dtype=np.float32) for name, w in profile.weights.items()}
     for index, clip in enumerate(profile.clips):
-        pcm = np.round(np.clip(clip.audio, -1.0, 1.0) * 32767).astype(np.int16)
-        tensors[f"clip/{index:04d}"] = torch.from_numpy(pcm)
+        tensors[f"clip/{index:04d}"] = np.round(np.clip(clip.audio, -1.0, 1.0) * 32767).astype(np.int16)
     metadata = profile.summary()
     metadata.update(format=PROFILE_FORMAT, head=list(profile.weights))
     metadata["content_sha256"] = _content_hash(metadata, tensors)
@@ -148,7 +153,7 @@ def decode_profile(data: bytes, source: Path) -> Profile:
         raise ProfileError(f"{source}: profile was modified or corrupted (content sha256 does not match); refusing it")
     weights = {name: tensors[f"head/{name}"] for name in metadata["head"]}
     clips = [
-        StoredClip(c["name"], c["text"], tensors[f"clip/{i:04d}"].numpy().astype(np.float32) / 32767)
+        StoredClip(c["name"], c["text"], tensors[f"clip/{i:04d}"].astype(np.float32) / 32767)
         for i, c in enumerate(metadata["clips"])
     ]
     return Profile(

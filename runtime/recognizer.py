@@ -5,21 +5,21 @@ head is fed with every run (``bundle.head_inputs``); one session serves the
 base head and every user. Text comes from the bundle's decoder (beam search
 with its language model when it has one). Arrays are transcribed in batches
 of similar lengths; recordings longer than ``max_segment_seconds`` are cut at pauses by
-voice activity (silero-vad) and returned with timestamps.
+voice activity (silero-vad) and returned with timestamps. Only that
+segmentation imports torch (silero-vad needs it): transcribing shorter
+recordings runs on onnxruntime and numpy alone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-import torch
 
 from edgemeta.runtime.audio import AudioError, read_audio
 from edgemeta.runtime.bundle import Bundle
-from edgemeta.runtime.vad import speech_segments
 
 MAX_SEGMENT_SECONDS = 20.0
 BATCH_SECONDS = 120.0  # padded audio per onnxruntime call, bounds memory
@@ -62,7 +62,7 @@ class Transcript:
 class Recognizer:
     """Speech to text with a bundle's ONNX model on the CPU.
 
-    ``head`` (name -> tensor, names as ``bundle.head_names``) replaces the
+    ``head`` (name -> torch tensor or array, names as ``bundle.head_names``) replaces the
     base head; ``None`` keeps the bundle's own. ``threads`` sets onnxruntime's
     intra-op threads; ``greedy`` decodes best-path even when the bundle has a
     language model.
@@ -71,7 +71,7 @@ class Recognizer:
     def __init__(
         self,
         bundle: Bundle,
-        head: Mapping[str, torch.Tensor] | None = None,
+        head: Mapping[str, Any] | None = None,
         threads: int = 1,
         int8: bool = False,
         max_segment_seconds: float = MAX_SEGMENT_SECONDS,
@@ -84,7 +84,7 @@ class Recognizer:
         self._head_feeds: dict[str, np.ndarray] = {}
         self.set_head(head)
 
-    def set_head(self, head: Mapping[str, torch.Tensor] | None) -> None:
+    def set_head(self, head: Mapping[str, Any] | None) -> None:
         """Use ``head`` from now on (``None``: the base head)."""
         self._head_feeds = {} if head is None else self.bundle.head_inputs(head)
 
@@ -122,6 +122,8 @@ class Recognizer:
             if len(waveform) <= self.max_segment_seconds * rate:
                 pieces.append((index, 0, len(waveform)))
             else:
+                from edgemeta.runtime.vad import speech_segments  # silero-vad imports torch: only for long recordings
+
                 pieces += [(index, s.start, s.end) for s in speech_segments(waveform, self.max_segment_seconds)]
         outputs = self.infer([waveforms[i][a:b] for i, a, b in pieces])
         transcripts = [Transcript("", len(w) / rate) for w in waveforms]

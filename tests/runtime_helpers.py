@@ -80,9 +80,10 @@ def write_clip(folder: Path, name: str, audio: np.ndarray, text: str | None, rat
     return path
 
 
-def runtime_env(folder: Path, home: Path, allow_sounddevice: bool = False, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for a runtime subprocess: ``EDGEMETA_HOME`` set and the forbidden imports blocked."""
-    blocked = ["torchaudio", "onnx", "wordfreq"] + ([] if allow_sounddevice else ["sounddevice"])
+def runtime_env(folder: Path, home: Path, allow_sounddevice: bool = False, base: dict[str, str] | None = None,
+                also_block: tuple[str, ...] = ()) -> dict[str, str]:
+    """Environment for a runtime subprocess: ``EDGEMETA_HOME`` set and the forbidden imports (plus ``also_block``) blocked."""
+    blocked = ["torchaudio", "onnx", "wordfreq", *also_block] + ([] if allow_sounddevice else ["sounddevice"])
     site = folder / "blocker"
     site.mkdir(parents=True, exist_ok=True)
     (site / "sitecustomize.py").write_text(BLOCKER.format(blocked=tuple(blocked)), encoding="utf-8")

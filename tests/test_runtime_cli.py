@@ -70,6 +70,18 @@ def test_enroll_and_transcribe_without_torchaudio_onnx_trainer_or_portaudio(bund
     greedy = run_runtime(["--bundle", str(bundle_dir), "transcribe", "--greedy", "--jsonl", str(good)], env)
     assert greedy.returncode == EXIT_OK and set(json.loads(greedy.stdout)) == {"audio", "text"}, greedy.stderr
 
+    # transcribing (base head or a user's) needs neither torch nor silero-vad: onnxruntime and numpy alone
+    no_torch = runtime_env(tmp_path / "no-torch", tmp_path / "home", also_block=("torch", "silero_vad"))
+    probe = subprocess.run([sys.executable, "-c", "import torch"], env=no_torch, capture_output=True, text=True)
+    assert probe.returncode != 0 and "must not be imported" in probe.stderr
+    for user in ([], ["--user", "erin"]):
+        light = run_runtime(["--bundle", str(bundle_dir), "transcribe", *user, "--jsonl", str(good), str(second)], no_torch)
+        assert light.returncode == EXIT_OK, light.stderr
+        light_lines = [json.loads(line) for line in light.stdout.splitlines()]
+        assert [line["audio"] for line in light_lines] == [str(good), str(second)]
+        if user:
+            assert light_lines == [lines[0], lines[3]], "the same transcripts as in a process with torch loaded"
+
 
 def test_enroll_exit_codes(bundle_dir: Path, tmp_path: Path, home: Path, capsys: pytest.CaptureFixture) -> None:  # noqa: F811
     bundle = ["--bundle", str(bundle_dir)]

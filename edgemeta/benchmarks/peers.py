@@ -35,8 +35,8 @@ hypotheses go through the same :func:`normalize_text` and the scorer of
 :mod:`edgemeta.runtime.metrics`, as in ``edgemeta eval``. Model size counts
 the files a system loads: pocketsphinx's acoustic model, dictionary and
 language model (the grammar is built in memory); the bundle's manifest, ONNX
-model with its weights, head and rates (not the optional int8 and streaming
-graphs).
+model with its weights, head, rates and language model (not the optional
+int8 and streaming graphs).
 """
 
 from __future__ import annotations
@@ -281,14 +281,14 @@ def open_pocketsphinx(words: list[str] | None) -> tuple[Transcribe, list[Path], 
 
 
 def open_edgemeta(bundle_path: str, home: str | None, users: set[str]) -> tuple[Transcribe, list[Path], float]:
-    """The runtime's recognizer on one thread, with the enrolled users' heads: (transcribe, files, load seconds)."""
-    import torch
+    """The runtime's recognizer on one thread, with the enrolled users' heads: (transcribe, files, load seconds).
 
+    Like ``edgemeta-runtime transcribe``, it never imports torch (the users were enrolled by the parent).
+    """
     from edgemeta.runtime.bundle import HEAD_FILE, HEAD_WEIGHTS_FILE, MANIFEST, MODEL_FILE, RATES_FILE, load_bundle
     from edgemeta.runtime.profile_store import ProfileStore
     from edgemeta.runtime.recognizer import Recognizer
 
-    torch.set_num_threads(1)
     started = time.perf_counter()
     bundle = load_bundle(bundle_path)
     recognizer = Recognizer(bundle, threads=1)
@@ -297,6 +297,8 @@ def open_edgemeta(bundle_path: str, home: str | None, users: set[str]) -> tuple[
     external = bundle.manifest.get("external_data")
     if external and MODEL_FILE in external["used_by"]:
         names.append(external["file"])
+    if bundle.decoder_settings:
+        names.append(bundle.decoder_settings["file"])
     # As `edgemeta-runtime transcribe --user U` does: the profile must belong to this bundle.
     heads = {user: ProfileStore(home).load(user, bundle.digest).weights for user in users}
     current: list[str | None] = [None]
