@@ -55,7 +55,7 @@ def pulse_index(microphone: dict[str, str]) -> str:
 
 
 def test_listen_transcribes_the_microphone_like_the_file(bundle_dir: Path, microphone: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
-    """Live finals through PulseAudio -> PortAudio -> resampler -> VAD -> streaming graph, with a user's head."""
+    """Live finals through PulseAudio -> PortAudio -> resampler -> VAD -> streaming graph, with a user's head; no torch."""
     monkeypatch.setenv("EDGEMETA_HOME", microphone["EDGEMETA_HOME"])
     clips = tmp_path / "enroll"
     for index, (audio, text) in enumerate(zip(speech(), TEXTS)):
@@ -64,7 +64,9 @@ def test_listen_transcribes_the_microphone_like_the_file(bundle_dir: Path, micro
     head = ProfileStore().load("lou").weights
     files = [write_clip(tmp_path, f"say{i}.wav", speech()[i], None, rate=22050) for i in (1, 3)]
 
-    listen = ListenProcess(bundle_dir, microphone, user="lou")
+    without_torch = runtime_env(tmp_path / "no-torch", Path(microphone["EDGEMETA_HOME"]), allow_sounddevice=True, base=microphone,
+                                also_block=("torch",))
+    listen = ListenProcess(bundle_dir, without_torch, user="lou")
     try:
         heard = []
         for path in files:
