@@ -5,9 +5,8 @@ head is fed with every run (``bundle.head_inputs``); one session serves the
 base head and every user. Text comes from the bundle's decoder (beam search
 with its language model when it has one). Arrays are transcribed in batches
 of similar lengths; recordings longer than ``max_segment_seconds`` are cut at pauses by
-voice activity (silero-vad) and returned with timestamps. Only that
-segmentation imports torch (silero-vad needs it): transcribing shorter
-recordings runs on onnxruntime and numpy alone.
+voice activity (silero-vad's model) and returned with timestamps. It all
+runs on onnxruntime and numpy: no torch.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ import numpy as np
 
 from edgemeta.runtime.audio import AudioError, read_audio
 from edgemeta.runtime.bundle import Bundle
+from edgemeta.runtime.vad import speech_segments
 
 MAX_SEGMENT_SECONDS = 20.0
 BATCH_SECONDS = 120.0  # padded audio per onnxruntime call, bounds memory
@@ -122,8 +122,6 @@ class Recognizer:
             if len(waveform) <= self.max_segment_seconds * rate:
                 pieces.append((index, 0, len(waveform)))
             else:
-                from edgemeta.runtime.vad import speech_segments  # silero-vad imports torch: only for long recordings
-
                 pieces += [(index, s.start, s.end) for s in speech_segments(waveform, self.max_segment_seconds)]
         outputs = self.infer([waveforms[i][a:b] for i, a, b in pieces])
         transcripts = [Transcript("", len(w) / rate) for w in waveforms]

@@ -1,22 +1,18 @@
 """Voice activity: silero-vad's bundled ONNX model, for endpointing live audio and segmenting long files.
 
-Live endpointing runs the model that ships inside the silero-vad wheel
-directly with onnxruntime (:class:`SileroVAD`, the same inputs, state and
-64-sample context as silero's own ``OnnxWrapper``) and applies silero's
-``VADIterator`` rule in :class:`Endpointer` (tested against both), because
-the silero-vad package imports torch, which a device that only listens and
-transcribes should not have to load. Segmenting recordings longer than the
-recognizer takes at once uses silero's ``get_speech_timestamps`` itself
-(torch imported then); torchaudio is never needed (we read audio with
-soundfile).
+The model that ships inside the silero-vad wheel runs directly with
+onnxruntime (:class:`SileroVAD`: the same inputs, state and 64-sample
+context as silero's own ``OnnxWrapper``), because the silero-vad package
+imports torch, which a device that only listens and transcribes should not
+have to load. :class:`Endpointer` applies silero's ``VADIterator`` rule to
+live audio (tested against both); :func:`speech_segments` cuts long
+recordings with the same hysteresis.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import warnings
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -68,14 +64,12 @@ class Segment:
     end: int
 
 
-@lru_cache(maxsize=1)
-def _file_model():
-    """silero's own model wrapper for :func:`speech_segments` (it resets the model's state per call)."""
-    from silero_vad import load_silero_vad
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # silero's use of importlib.resources.path
-        return load_silero_vad(onnx=True)
+def speech_probabilities(audio: np.ndarray) -> np.ndarray:
+    """silero's speech probability for each ``WINDOW`` samples of 16 kHz audio (the last window zero-padded)."""
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    audio = np.concatenate([audio, np.zeros(-len(audio) % WINDOW, dtype=np.float32)])
+    model = SileroVAD()
+    return np.array([model(window) for window in audio.reshape(-1, WINDOW)])
 
 
 def speech_segments(
@@ -83,25 +77,48 @@ def speech_segments(
     max_segment_seconds: float = 20.0,
     min_silence_seconds: float = 0.3,
     pad_seconds: float = 0.1,
+    min_speech_seconds: float = 0.25,
 ) -> list[Segment]:
-    """Speech segments of 16 kHz audio; none is longer than ``max_segment_seconds``.
+    """Speech segments of 16 kHz audio, in order and disjoint; none is longer than ``max_segment_seconds``.
 
-    Long segments are cut at the longest pause inside them (silero's rule), so
-    a recording of any length becomes pieces the recognizer can take at once.
+    Speech runs from a window at or above the threshold until
+    ``min_silence_seconds`` stay below the threshold minus its hysteresis
+    margin (the rule :class:`Endpointer` follows live); runs shorter than
+    ``min_speech_seconds`` are dropped, the rest padded by ``pad_seconds`` on
+    each side (never into the previous segment). A segment longer than the limit is cut
+    at its least speech-like window within the limit, again until every piece
+    fits, so a recording of any length becomes pieces the recognizer takes at once.
     """
-    import torch
-    from silero_vad import get_speech_timestamps
-
-    stamps = get_speech_timestamps(
-        torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
-        _file_model(),
-        threshold=THRESHOLD,
-        sampling_rate=SAMPLE_RATE,
-        max_speech_duration_s=max_segment_seconds,
-        min_silence_duration_ms=int(min_silence_seconds * 1000),
-        speech_pad_ms=int(pad_seconds * 1000),
-    )
-    return [Segment(int(s["start"]), min(int(s["end"]), len(audio))) for s in stamps]
+    probabilities = speech_probabilities(audio)
+    quiet_windows = max(1, round(min_silence_seconds * SAMPLE_RATE / WINDOW))
+    runs: list[list[int]] = []  # [first window, end window) of speech
+    start, quiet = None, 0
+    for index, probability in enumerate(probabilities):
+        if start is None:
+            if probability >= THRESHOLD:
+                start, quiet = index, 0
+        elif probability < THRESHOLD - NEGATIVE_MARGIN:
+            quiet += 1
+            if quiet >= quiet_windows:
+                runs.append([start, index + 1 - quiet])
+                start = None
+        elif probability >= THRESHOLD:
+            quiet = 0
+    if start is not None:
+        runs.append([start, len(probabilities) - quiet])
+    runs = [r for r in runs if (r[1] - r[0]) * WINDOW >= min_speech_seconds * SAMPLE_RATE]
+    pad, limit = int(pad_seconds * SAMPLE_RATE), int(max_segment_seconds * SAMPLE_RATE)
+    segments: list[Segment] = []
+    for first, end in runs:
+        begin = max(first * WINDOW - pad, segments[-1].end if segments else 0)
+        finish = min(end * WINDOW + pad, len(audio))
+        while finish - begin > limit:  # cut at the least speech-like window that keeps the piece within the limit
+            low, high = begin // WINDOW + 1, (begin + limit) // WINDOW
+            cut = (low + int(np.argmin(probabilities[low:high]))) * WINDOW if high > low else begin + limit
+            segments.append(Segment(begin, cut))
+            begin = cut
+        segments.append(Segment(begin, finish))
+    return segments
 
 
 class Endpointer:

@@ -1,4 +1,4 @@
-"""Live endpointing on silero's ONNX model without torch, against silero's own wrapper and iterator."""
+"""Voice activity on silero's ONNX model without torch: live endpoints against silero's own wrapper and iterator, segments of long recordings."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from silero_vad import VADIterator, load_silero_vad
 
 from edgemeta.runtime.audio import SAMPLE_RATE
-from edgemeta.runtime.vad import THRESHOLD, WINDOW, Endpointer, SileroVAD
+from edgemeta.runtime.vad import THRESHOLD, WINDOW, Endpointer, SileroVAD, speech_segments
 from runtime_helpers import runtime_env, speech
 
 
@@ -56,9 +56,27 @@ def test_endpoints_match_silero_vad_iterator_for_any_chunk_size() -> None:
         assert events == expected, chunk
 
 
-def test_endpointing_needs_no_torch(tmp_path: Path) -> None:
+def test_segments_are_ordered_disjoint_within_the_limit_and_cover_the_speech() -> None:
+    audio = conversation()
+    loud = np.abs(audio) > 0.02
+    for limit in (20.0, 1.5, 0.7):
+        segments = speech_segments(audio, max_segment_seconds=limit)
+        assert segments and all(0 <= s.start < s.end <= len(audio) for s in segments)
+        assert all(a.end <= b.start for a, b in zip(segments, segments[1:]))
+        assert all(s.end - s.start <= limit * SAMPLE_RATE for s in segments)
+        covered = np.zeros(len(audio), dtype=bool)
+        for s in segments:
+            covered[s.start : s.end] = True
+        assert covered[loud].mean() > 0.99, limit
+        if limit == 20.0:
+            assert len(segments) == 2, "the two sentences, split at the pause between them"
+    assert speech_segments(np.zeros(SAMPLE_RATE * 3, dtype=np.float32)) == []
+
+
+def test_endpointing_and_segmenting_need_no_torch(tmp_path: Path) -> None:
     env = runtime_env(tmp_path, tmp_path / "home", also_block=("torch",))
-    code = ("import numpy as np, sys; from edgemeta.runtime.vad import Endpointer; "
-            "e = Endpointer(); print(e.feed(np.zeros(16000, np.float32))); assert 'torch' not in sys.modules")
+    code = ("import numpy as np, sys; from edgemeta.runtime.vad import Endpointer, speech_segments; "
+            "e = Endpointer(); print(e.feed(np.zeros(16000, np.float32)), speech_segments(np.zeros(48000, np.float32))); "
+            "assert 'torch' not in sys.modules")
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+    assert done.returncode == 0 and done.stdout.strip() == "[] []", done.stderr
