@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
+import re
 import shutil
 import subprocess
 import sys
@@ -79,15 +79,30 @@ def adaptation_latency(bundle: Bundle, clips: list[EnrollmentClip], threads: int
     }
 
 
+_PEAK = re.compile(r"^VmHWM:\s+(\d+) kB", re.MULTILINE)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A live process's peak resident memory (``VmHWM`` in ``/proc``), in MB."""
+    return int(_PEAK.search(Path(f"/proc/{pid}/status").read_text()).group(1)) / 1024
+
+
+# edgemeta-runtime's main, then the process's own peak memory on stderr (a child's ru_maxrss would also
+# count the pages of the torch-loaded parent it was forked from); nothing else is imported.
+_MEASURED_RUNTIME = ("import re, sys; from edgemeta.runtime.cli import main; code = main(sys.argv[1:]); "
+                     "print('peak_rss_kb=' + re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1), file=sys.stderr); "
+                     "sys.exit(code)")
+
+
 def transcription_speed(bundle_path: str, files: list[Path], audio_seconds: float, threads: int) -> dict:
     """Real-time factor and peak resident memory of an ``edgemeta-runtime transcribe`` process on ``files``."""
-    command = [sys.executable, "-m", "edgemeta.runtime", "--bundle", bundle_path, "--threads", str(threads), "transcribe", "--jsonl"]
+    command = [sys.executable, "-c", _MEASURED_RUNTIME, "--bundle", bundle_path, "--threads", str(threads), "transcribe", "--jsonl"]
     subprocess.run(command + [str(files[0])], check=True, capture_output=True)  # warm the disk cache
     started = time.perf_counter()
-    subprocess.run(command + [str(f) for f in files], check=True, capture_output=True)
+    done = subprocess.run(command + [str(f) for f in files], check=True, capture_output=True, text=True)
     process_seconds = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"audio_seconds": audio_seconds, "process_seconds": process_seconds, "peak_rss_mb": peak_mb}
+    peak = int(re.search(r"peak_rss_kb=(\d+)", done.stderr).group(1)) / 1024
+    return {"audio_seconds": audio_seconds, "process_seconds": process_seconds, "peak_rss_mb": peak}
 
 
 def inference_rtf(bundle: Bundle, clips: list[EnrollmentClip], threads: int, repeats: int) -> float:
@@ -114,9 +129,10 @@ def live_latency(bundle_path: str, files: list[Path], audio: list[np.ndarray], t
                 finals = listen.finals()
                 latencies.append(finals[-1][0] - speech_over if finals else float("nan"))
                 texts.append(" ".join(text for _, text in finals))
+            peak = peak_rss_mb(listen.process.pid)
         finally:
             listen.stop()
-    return {"latency_seconds": latencies, "median": float(np.nanmedian(latencies)), "texts": texts}
+    return {"latency_seconds": latencies, "median": float(np.nanmedian(latencies)), "texts": texts, "listen_peak_rss_mb": peak}
 
 
 def main(argv: list[str] | None = None) -> int:
