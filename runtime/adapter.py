@@ -201,7 +201,7 @@ class Adapter:
         check_clips: bool = True,
     ) -> None:
         self.bundle = bundle
-        self.recognizer = Recognizer(bundle, threads=threads)  # base head: features and checks
+        self.recognizer = Recognizer(bundle, threads=threads, greedy=True)  # base head: features and checks, no decoding
         self.trainer = HeadTrainer(bundle, rates)
         self.steps = bundle.inner_steps if steps is None else steps
         self.use_guard = guard
