@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     bundle = load_bundle(args.bundle)
+    if args.lm is None and bundle.decoder_settings is None:
+        parser.error(f"{args.bundle} has no language model: give one with --lm")
     lm = CharNgram.load(args.lm) if args.lm else bundle.decoder().lm
     recognizer = Recognizer(bundle)
     dataset = load_dataset(args.manifest)
