@@ -232,7 +232,7 @@ class BundleModel:
         self.bundle = load_bundle(path)
         if self.bundle.sample_rate != SAMPLE_RATE:
             raise EvalError(f"{path}: the bundle expects {self.bundle.sample_rate} Hz audio; the evaluation reads {SAMPLE_RATE} Hz")
-        self.threads, self.guard = threads, guard
+        self.threads, self.guard, self.greedy = threads, guard, greedy
         self.recognizer = Recognizer(self.bundle, threads=threads, greedy=greedy)
         self.decoding = "best-path" if greedy or self.bundle.decoder_settings is None else "with beam search and the bundle's language model"
         adaptation = self.bundle.adaptation
@@ -256,7 +256,7 @@ class BundleModel:
     def adapt(self, support: list[Utterance], rates: float | None) -> Adaptation:
         """Enroll as the device does (``--guard``) or raw; ``rates=None``: the bundle's λ."""
         if rates not in self._adapters:
-            self._adapters[rates] = Adapter(self.bundle, self.threads, rates, guard=self.guard, check_clips=self.guard)
+            self._adapters[rates] = Adapter(self.bundle, self.threads, rates, guard=self.guard, check_clips=self.guard, greedy=self.greedy)
         result = self._adapters[rates].enroll([EnrollmentClip(Path(u.source).name, u.audio, u.text) for u in support])
         guard = result.guard
         return Adaptation(

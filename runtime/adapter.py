@@ -15,7 +15,8 @@ Steps, in order:
 Guard rule. k ≥ 2 clips: K-fold with K = min(k, 5) (clip i in fold i mod K;
 k = 2 is leave-one-out); for each fold the head is adapted from the base head
 on the other folds and scored on the held-out one. Adaptation is kept when,
-pooled over all held-out clips, the CTC loss falls and the CER does not rise
+pooled over all held-out clips, the CTC loss falls and the CER (of the
+bundle's decoder: what the user's transcripts will be) does not rise
 by more than ``CER_TOLERANCE`` (the evaluation's "worse" margin), and no fold
 diverged. k = 1: no clip can be held out, so the guard checks the adapted head
 on that clip itself (finite, loss falls, CER not worse): it trusts the
@@ -38,7 +39,7 @@ from torch.nn import functional as F
 
 from edgemeta.runtime.bundle import Bundle
 from edgemeta.runtime.clip_checks import signal_problem, transcript_problem
-from edgemeta.runtime.ctc_decode import greedy_decode
+from edgemeta.runtime.ctc_decode import Decoder, greedy_decode
 from edgemeta.runtime.metrics import ErrorCounts
 from edgemeta.runtime.recognizer import Recognizer
 from edgemeta.runtime.text import encode, normalize_text
@@ -167,12 +168,13 @@ class HeadTrainer:
         return self.weights(), losses
 
     @torch.no_grad()
-    def score(self, weights: Mapping[str, torch.Tensor], features: torch.Tensor, frame_lengths: torch.Tensor, targets: Sequence[Sequence[int]], texts: Sequence[str], counts: ErrorCounts) -> list[float]:
-        """Per-clip losses of ``weights`` on a batch; its errors are added to ``counts``."""
+    def score(self, weights: Mapping[str, torch.Tensor], features: torch.Tensor, frame_lengths: torch.Tensor, targets: Sequence[Sequence[int]], texts: Sequence[str], counts: ErrorCounts,
+              decode: Decoder = greedy_decode) -> list[float]:
+        """Per-clip losses of ``weights`` on a batch; its errors (transcripts from ``decode``) are added to ``counts``."""
         self.load(weights)
         log_probs = self.log_probs(features)
         for row, n, text in zip(log_probs.numpy(), frame_lengths.tolist(), texts):
-            counts.add(text, greedy_decode(row, n))
+            counts.add(text, decode(row, n))
         return ctc_loss(log_probs, frame_lengths, targets, reduction="none").tolist()
 
 
@@ -188,7 +190,8 @@ class Adapter:
     one scalar rate for every parameter, e.g. for fine-tuning controls);
     ``steps`` replaces S; ``guard=False`` adapts without asking the guard and
     ``check_clips=False`` uses every clip (raw measurement, as ``edgemeta eval``
-    without ``--guard``).
+    without ``--guard``). CERs are those of the bundle's decoder, as the user
+    will be transcribed (``greedy=True``: best path).
     """
 
     def __init__(
@@ -199,8 +202,10 @@ class Adapter:
         steps: int | None = None,
         guard: bool = True,
         check_clips: bool = True,
+        greedy: bool = False,
     ) -> None:
         self.bundle = bundle
+        self.decode = bundle.decoder(greedy)
         self.recognizer = Recognizer(bundle, threads=threads, greedy=True)  # base head: features and checks, no decoding
         self.trainer = HeadTrainer(bundle, rates)
         self.steps = bundle.inner_steps if steps is None else steps
@@ -234,8 +239,8 @@ class Adapter:
                 return GuardReport(rule, len(folds), nan, nan, False, "adaptation diverged (NaN or Inf) in a guard fold")
             x, n = self.batch([features[i] for i in held])
             held_targets, held_texts = [targets[i] for i in held], [texts[i] for i in held]
-            losses_before += self.trainer.score(self.trainer.base, x, n, held_targets, held_texts, counts_before)
-            losses_after += self.trainer.score(adapted, x, n, held_targets, held_texts, counts_after)
+            losses_before += self.trainer.score(self.trainer.base, x, n, held_targets, held_texts, counts_before, self.decode)
+            losses_after += self.trainer.score(adapted, x, n, held_targets, held_texts, counts_after, self.decode)
         before = Scores(float(np.mean(losses_before)), counts_before.cer)
         after = Scores(float(np.mean(losses_after)), counts_after.cer)
         if not math.isfinite(after.loss):
@@ -288,7 +293,7 @@ class Adapter:
 
         x, n = self.batch(features)
         counts = ErrorCounts()
-        result.before = Scores(float(np.mean(self.trainer.score(base, x, n, targets, texts, counts))), counts.cer)
+        result.before = Scores(float(np.mean(self.trainer.score(base, x, n, targets, texts, counts, self.decode))), counts.cer)
         guard_start = time.perf_counter()
         if self.use_guard:
             result.guard = self._guard(features, targets, texts)
@@ -303,7 +308,7 @@ class Adapter:
         adapted, train_losses = self.trainer.adapt(x, n, targets, self.steps)
         result.seconds["update"] = time.perf_counter() - update_start
         counts = ErrorCounts()
-        after = Scores(float(np.mean(self.trainer.score(adapted, x, n, targets, texts, counts))), counts.cer)
+        after = Scores(float(np.mean(self.trainer.score(adapted, x, n, targets, texts, counts, self.decode))), counts.cer)
         if not _finite(adapted, train_losses) or not math.isfinite(after.loss):
             result.after = result.before
             result.decision = "adaptation diverged (NaN or Inf): keeping the base head"

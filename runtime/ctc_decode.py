@@ -52,6 +52,8 @@ class BeamSearch:
     def __call__(self, log_probs: np.ndarray, length: int | None = None) -> str:
         """Transcript of one utterance's ``[frames, vocabulary]`` log-probabilities."""
         log_probs = np.asarray(log_probs, dtype=np.float64)[: length if length is not None else len(log_probs)]
+        if np.isnan(log_probs).any():  # a diverged head: nothing to search, and NaN would empty the beam
+            return greedy_decode(log_probs)
         space = VOCABULARY.index(" ")
         # prefix -> (log P ending in blank, log P ending in a character, weighted LM log-prob)
         beams: dict[str, tuple[float, float, float]] = {"": (0.0, -math.inf, 0.0)}

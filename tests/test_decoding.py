@@ -121,3 +121,8 @@ def test_lm_command_builds_from_text_and_names_unreadable_files(tmp_path: Path, 
     assert model.word_log_prob("seven") > model.word_log_prob("sevn"), "digits are spelled out as transcripts are"
     assert main(["lm", "--text", str(tmp_path / "absent.txt"), "--out", str(out)]) == 2
     assert "absent.txt" in capsys.readouterr().err
+
+
+def test_nan_scores_decode_like_best_path() -> None:
+    log_probs = np.full((5, len(VOCABULARY)), np.nan)
+    assert BeamSearch(build_char_ngram(WORDS))(log_probs) == greedy_decode(log_probs)
