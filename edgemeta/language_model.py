@@ -44,6 +44,11 @@ def wordfreq_counts(top_words: int = DEFAULT_TOP_WORDS, corpus_words: float = DE
     return counts
 
 
+def english_model(top_words: int = DEFAULT_TOP_WORDS) -> CharNgram:
+    """The default model: wordfreq's ``top_words`` most frequent English words, default order and pruning."""
+    return build_char_ngram(wordfreq_counts(top_words), source=WORDFREQ_ATTRIBUTION)
+
+
 def text_counts(lines: Iterable[str]) -> Counter[str]:
     """Word counts of running text, normalised as the model's transcripts are."""
     counts: Counter[str] = Counter()

@@ -70,11 +70,11 @@ def meta_stage(config: RecipeConfig, pretrained: Path, method: str) -> Path:
 
 def language_model_stage(config: RecipeConfig) -> Path:
     """The decoder's character language model, from wordfreq's English word frequencies (kept between runs)."""
-    from edgemeta.language_model import WORDFREQ_ATTRIBUTION, build_char_ngram, wordfreq_counts
+    from edgemeta.language_model import english_model
 
     path = config.runs / "lm.npz"
     if not path.is_file():
-        build_char_ngram(wordfreq_counts(), source=WORDFREQ_ATTRIBUTION).save(path)
+        english_model().save(path)
     return path
 
 

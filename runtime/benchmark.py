@@ -30,9 +30,12 @@ from edgemeta.runtime.audio import SAMPLE_RATE, read_audio, write_audio
 from edgemeta.runtime.bundle import BUILTIN_BUNDLE, Bundle, load_bundle
 from edgemeta.runtime.enrollment import ENROLLMENT_SENTENCES
 from edgemeta.runtime.manifest import read_clips
+from edgemeta.runtime.process_memory import peak_rss_bytes
 from edgemeta.runtime.recognizer import Recognizer
 from edgemeta.runtime.text import encode, normalize_text
 from edgemeta.runtime.virtual_microphone import ListenProcess, play, virtual_microphone
+
+MB = 1024 * 1024
 
 
 def speak(texts: tuple[str, ...] | list[str], folder: Path, voice: str = "en-us") -> list[EnrollmentClip]:
@@ -79,19 +82,9 @@ def adaptation_latency(bundle: Bundle, clips: list[EnrollmentClip], threads: int
     }
 
 
-_PEAK = re.compile(r"^VmHWM:\s+(\d+) kB", re.MULTILINE)
-
-
-def peak_rss_mb(pid: int) -> float:
-    """A live process's peak resident memory (``VmHWM`` in ``/proc``), in MB."""
-    return int(_PEAK.search(Path(f"/proc/{pid}/status").read_text()).group(1)) / 1024
-
-
-# edgemeta-runtime's main, then the process's own peak memory on stderr (a child's ru_maxrss would also
-# count the pages of the torch-loaded parent it was forked from); nothing else is imported.
-_MEASURED_RUNTIME = ("import re, sys; from edgemeta.runtime.cli import main; code = main(sys.argv[1:]); "
-                     "print('peak_rss_kb=' + re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1), file=sys.stderr); "
-                     "sys.exit(code)")
+# edgemeta-runtime's main, then the process's own peak memory on stderr (this parent has torch loaded)
+_MEASURED_RUNTIME = ("import sys; from edgemeta.runtime.cli import main; from edgemeta.runtime.process_memory import peak_rss_bytes; "
+                     "code = main(sys.argv[1:]); print(f'peak_rss_bytes={peak_rss_bytes()}', file=sys.stderr); sys.exit(code)")
 
 
 def transcription_speed(bundle_path: str, files: list[Path], audio_seconds: float, threads: int) -> dict:
@@ -101,7 +94,7 @@ def transcription_speed(bundle_path: str, files: list[Path], audio_seconds: floa
     started = time.perf_counter()
     done = subprocess.run(command + [str(f) for f in files], check=True, capture_output=True, text=True)
     process_seconds = time.perf_counter() - started
-    peak = int(re.search(r"peak_rss_kb=(\d+)", done.stderr).group(1)) / 1024
+    peak = int(re.search(r"peak_rss_bytes=(\d+)", done.stderr).group(1)) / MB
     return {"audio_seconds": audio_seconds, "process_seconds": process_seconds, "peak_rss_mb": peak}
 
 
@@ -129,7 +122,7 @@ def live_latency(bundle_path: str, files: list[Path], audio: list[np.ndarray], t
                 finals = listen.finals()
                 latencies.append(finals[-1][0] - speech_over if finals else float("nan"))
                 texts.append(" ".join(text for _, text in finals))
-            peak = peak_rss_mb(listen.process.pid)
+            peak = peak_rss_bytes(listen.process.pid) / MB
         finally:
             listen.stop()
     return {"latency_seconds": latencies, "median": float(np.nanmedian(latencies)), "texts": texts, "listen_peak_rss_mb": peak}

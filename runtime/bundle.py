@@ -44,6 +44,7 @@ import tempfile
 import warnings
 import weakref
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -200,11 +201,17 @@ class Bundle:
         settings = self.decoder_settings
         if greedy or settings is None:
             return greedy_decode
+        return BeamSearch(self._language_model, lm_weight=float(settings["lm_weight"]),
+                          char_bonus=float(settings["char_bonus"]), beam=int(settings["beam"]))
+
+    @cached_property
+    def _language_model(self) -> CharNgram:
+        """The decoder's language model, parsed once per bundle (read-only, shared by every decoder)."""
+        name = self.manifest["decoder"]["file"]
         try:
-            lm = CharNgram.from_bytes(self.read(settings["file"]), f"{self.source}: {settings['file']}")
+            return CharNgram.from_bytes(self.read(name), f"{self.source}: {name}")
         except LanguageModelError as error:
             raise BundleError(str(error)) from None
-        return BeamSearch(lm, lm_weight=float(settings["lm_weight"]), char_bonus=float(settings["char_bonus"]), beam=int(settings["beam"]))
 
     @property
     def training_speakers(self) -> list[str]:

@@ -64,6 +64,7 @@ import numpy as np
 from edgemeta.runtime.audio import SAMPLE_RATE, read_audio
 from edgemeta.runtime.manifest import Clip, ManifestError, read_manifest, write_manifest
 from edgemeta.runtime.metrics import score
+from edgemeta.runtime.process_memory import peak_rss_bytes
 from edgemeta.runtime.text import normalize_text
 from edgemeta.splits import speechocean_split
 
@@ -232,16 +233,6 @@ def bytes_on_disk(paths: Sequence[Path]) -> int:
     """Bytes on disk of files and of every file under folders."""
     files = [f for p in paths for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file()]
     return sum(f.stat().st_size for f in files)
-
-
-def peak_rss_bytes() -> int | None:
-    """This process's peak resident memory (``VmHWM``), or ``None`` where ``/proc`` does not give it."""
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
-    return int(match.group(1)) * 1024 if match else None
 
 
 Transcribe = Callable[[np.ndarray, str | None], str]
