@@ -1,32 +1,32 @@
-"""Build the runtime's character n-gram language model from word counts.
+"""``edgemeta lm``: the character language model a bundle decodes with.
 
 Word counts come from running text a user gives (their own domain: commands,
 names) or, by default, from the `wordfreq` package's English word
 frequencies (data CC BY-SA 4.0, see its README), scaled to a corpus of
-``DEFAULT_CORPUS_WORDS`` words. Each word is counted as the symbol sequence
-" word " with histories that start at its leading space, and the n-gram
-estimates are interpolated Witten–Bell, whose smoothing needs no
-count-of-counts and so works with the fractional counts of frequencies.
-Histories seen less than ``min_count`` times are pruned (they back off to
-their suffix at run time), which keeps the model small enough for a bundle.
+``DEFAULT_CORPUS_WORDS`` words; the model is estimated by the runtime's
+:func:`edgemeta.runtime.language_model.build_char_ngram`. Histories seen less
+than ``min_count`` times are pruned, which keeps the English model small
+enough for a bundle.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Mapping
 
-import numpy as np
-
-from edgemeta.runtime.language_model import SYMBOLS, CharNgram
+from edgemeta.runtime.language_model import (
+    DEFAULT_ORDER,
+    DEFAULT_TEXT_MIN_COUNT,
+    CharNgram,
+    LanguageModelError,
+    build_char_ngram,
+    read_text_counts,
+)
 from edgemeta.runtime.text import normalize_text
 
-DEFAULT_ORDER = 6
 DEFAULT_MIN_COUNT = 500.0  # wordfreq counts are scaled to DEFAULT_CORPUS_WORDS
-DEFAULT_TEXT_MIN_COUNT = 1.0  # a user's own text is small: keep every history
 DEFAULT_TOP_WORDS = 100_000
 DEFAULT_CORPUS_WORDS = 1e8
 WORDFREQ_ATTRIBUTION = "wordfreq English word frequencies (Robyn Speer et al., data CC BY-SA 4.0)"
@@ -46,42 +46,7 @@ def wordfreq_counts(top_words: int = DEFAULT_TOP_WORDS, corpus_words: float = DE
 
 def english_model(top_words: int = DEFAULT_TOP_WORDS) -> CharNgram:
     """The default model: wordfreq's ``top_words`` most frequent English words, default order and pruning."""
-    return build_char_ngram(wordfreq_counts(top_words), source=WORDFREQ_ATTRIBUTION)
-
-
-def text_counts(lines: Iterable[str]) -> Counter[str]:
-    """Word counts of running text, normalised as the model's transcripts are."""
-    counts: Counter[str] = Counter()
-    for line in lines:
-        counts.update(normalize_text(line).split())
-    return counts
-
-
-def build_char_ngram(word_counts: Mapping[str, float], order: int = DEFAULT_ORDER, min_count: float = DEFAULT_MIN_COUNT, source: str = "") -> CharNgram:
-    """Interpolated Witten–Bell character n-gram of whole words (see the module docstring)."""
-    if order < 1:
-        raise ValueError(f"order must be >= 1, got {order}")
-    index = {ch: i for i, ch in enumerate(SYMBOLS)}
-    counts: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(len(SYMBOLS)))
-    for word, count in word_counts.items():
-        if count <= 0 or not word or any(ch not in index or ch == " " for ch in word):
-            continue
-        sequence = f" {word} "
-        for position in range(1, len(sequence)):
-            symbol = index[sequence[position]]
-            history = sequence[max(0, position - order + 1) : position]
-            for start in range(len(history) + 1):
-                counts[history[start:]][symbol] += count
-    if "" not in counts:
-        raise ValueError("no usable words to build a language model from")
-    histories = sorted((h for h in counts if h == "" or counts[h].sum() >= min_count), key=lambda h: (len(h), h))
-    probs: dict[str, np.ndarray] = {}
-    for history in histories:  # shorter histories first: each interpolates with its suffix
-        lower = probs[history[1:]] if history else np.full(len(SYMBOLS), 1.0 / len(SYMBOLS))
-        seen = counts[history]
-        types = float((seen > 0).sum())
-        probs[history] = (seen + types * lower) / (seen.sum() + types)
-    return CharNgram(histories, np.log(np.stack([probs[h] for h in histories])), source)
+    return build_char_ngram(wordfreq_counts(top_words), min_count=DEFAULT_MIN_COUNT, source=WORDFREQ_ATTRIBUTION)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -110,13 +75,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Count words, build the model, write it; exit 2 on unreadable text."""
     if args.text:
-        counts: Counter[str] = Counter()
-        for path in args.text:
-            try:
-                counts.update(text_counts(path.read_text(encoding="utf-8").splitlines()))
-            except (OSError, UnicodeDecodeError) as error:
-                print(f"error: {path}: cannot read text ({error})", file=sys.stderr)
-                return 2
+        try:
+            counts = read_text_counts(args.text)
+        except LanguageModelError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
         source = "word counts of " + ", ".join(p.name for p in args.text)
         min_count = DEFAULT_TEXT_MIN_COUNT if args.min_count is None else args.min_count
         word_counts: Mapping[str, float] = counts

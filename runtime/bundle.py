@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 import onnxruntime
 
-from edgemeta.runtime.ctc_decode import BeamSearch, Decoder, greedy_decode
+from edgemeta.runtime.ctc_decode import BeamSearch, Decoder, greedy_decode, word_list_search
 from edgemeta.runtime.language_model import CharNgram, LanguageModelError
 
 if TYPE_CHECKING:
@@ -192,12 +192,15 @@ class Bundle:
         """The beam-search decoder's file and weights, ``None`` when the bundle decodes best-path."""
         return self.manifest.get("decoder")
 
-    def decoder(self, greedy: bool = False) -> Decoder:
+    def decoder(self, greedy: bool = False, words: Mapping[str, float] | None = None) -> Decoder:
         """How this bundle turns ``[frames, vocabulary]`` log-probabilities into text.
 
-        Beam search with the bundle's language model when it has one (and
-        ``greedy`` is false), else best-path decoding.
+        With ``words`` (word -> count), beam search over sequences of those
+        words only; else beam search with the bundle's language model when it
+        has one (and ``greedy`` is false), else best-path decoding.
         """
+        if words is not None:
+            return word_list_search(words)
         settings = self.decoder_settings
         if greedy or settings is None:
             return greedy_decode

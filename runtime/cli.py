@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from edgemeta.runtime.audio import SAMPLE_RATE, AudioError
 from edgemeta.runtime.bundle import BUILTIN_BUNDLE, Bundle, BundleError, load_bundle
+from edgemeta.runtime.language_model import LanguageModelError, read_text_counts
 from edgemeta.runtime.manifest import ManifestError
 from edgemeta.runtime.microphone import MicrophoneError
 from edgemeta.runtime.profile_store import ProfileError, ProfileStore, UserNameError, check_user
@@ -40,6 +41,7 @@ examples:
   edgemeta-runtime enroll --user alice --from alice.jsonl    # JSONL manifest: {"audio", "text"} per line
   edgemeta-runtime transcribe --user alice meeting.wav note.flac
   edgemeta-runtime transcribe --jsonl *.wav > transcripts.jsonl
+  edgemeta-runtime transcribe --words digits.txt pin.wav     # only the words in digits.txt
   edgemeta-runtime listen --user alice                       # live; Ctrl-C to stop
   edgemeta-runtime profiles list
   edgemeta-runtime profiles rollback alice
@@ -60,7 +62,7 @@ class CommandError(Exception):
         self.code = code
 
 
-REPORTED_ERRORS = (CommandError, UserNameError, ProfileError, BundleError, MicrophoneError, ManifestError)
+REPORTED_ERRORS = (CommandError, UserNameError, ProfileError, BundleError, MicrophoneError, ManifestError, LanguageModelError)
 
 
 def exit_code(error: Exception) -> int:
@@ -168,10 +170,15 @@ def command_enroll(args: argparse.Namespace) -> int:
 # Transcription --------------------------------------------------------------------
 
 
+def word_list(args: argparse.Namespace) -> Mapping[str, float] | None:
+    """The ``--words`` file's word counts (``None`` without one); an unusable file names itself."""
+    return None if args.words is None else read_text_counts([args.words])
+
+
 def command_transcribe(args: argparse.Namespace) -> int:
     bundle = open_bundle(args)
     head = user_head(ProfileStore(), bundle, args.user)
-    recognizer = Recognizer(bundle, head, threads=args.threads, greedy=args.greedy)
+    recognizer = Recognizer(bundle, head, threads=args.threads, greedy=args.greedy, words=word_list(args))
     code = EXIT_OK
     group = 16  # files read and batched together
     with tqdm(total=len(args.files), desc="transcribing", unit="file", disable=None, file=sys.stderr) as progress:
@@ -204,7 +211,7 @@ def command_listen(args: argparse.Namespace) -> int:
 
     bundle = open_bundle(args)
     head = user_head(ProfileStore(), bundle, args.user)
-    live = LiveTranscriber(bundle, head, threads=args.threads, greedy=args.greedy)
+    live = LiveTranscriber(bundle, head, threads=args.threads, greedy=args.greedy, words=word_list(args))
 
     def show(event) -> None:
         if args.jsonl:
@@ -355,6 +362,14 @@ def migrate(args: argparse.Namespace, store: ProfileStore, users: list[str]) -> 
 # Parser ---------------------------------------------------------------------------
 
 
+def add_decoding_options(sub: argparse.ArgumentParser, greedy_help: str) -> None:
+    """``--greedy`` or ``--words FILE``: how transcripts are decoded."""
+    decoding = sub.add_mutually_exclusive_group()
+    decoding.add_argument("--greedy", action="store_true", help=greedy_help)
+    decoding.add_argument("--words", metavar="FILE", help="transcribe only sequences of the words in FILE (UTF-8 text: a word "
+                          "list or example sentences; digits are spelled out), e.g. digits or commands")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgemeta-runtime",
@@ -389,14 +404,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--user", help="use this user's adapted head (default: the base head)")
     sub.add_argument("--jsonl", action="store_true", help='one JSON line per file: {"audio", "text"} or {"audio", "error"}')
     sub.add_argument("--timestamps", action="store_true", help="also give the voice-activity segments with start and end times")
-    sub.add_argument("--greedy", action="store_true", help="best-path decoding, without the bundle's language model (faster, less accurate)")
+    add_decoding_options(sub, "best-path decoding, without the bundle's language model (faster, less accurate)")
     sub.add_argument("files", nargs="+", metavar="FILE")
 
     sub = add("listen", command_listen, "transcribe the microphone live (Ctrl-C to stop)", "edgemeta-runtime listen --user alice")
     sub.add_argument("--user", help="use this user's adapted head (default: the base head)")
     sub.add_argument("--device", help="microphone name or index (default: the system's default input)")
     sub.add_argument("--jsonl", action="store_true", help='print every partial and final transcript as {"type", "text", "start", "end"}')
-    sub.add_argument("--greedy", action="store_true", help="final transcripts best-path too, without the bundle's language model")
+    add_decoding_options(sub, "final transcripts best-path too, without the bundle's language model")
 
     sub = add("profiles", command_profiles, "list, show, roll back, delete or migrate user profiles", "edgemeta-runtime profiles show alice")
     sub.add_argument("action", choices=("list", "show", "rollback", "delete", "migrate"))

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
 
 import numpy as np
 
-from edgemeta.runtime.language_model import CharNgram
+from edgemeta.runtime.language_model import CharNgram, build_char_ngram
 from edgemeta.runtime.text import BLANK_ID, VOCABULARY
 
 Decoder = Callable[..., str]  # (log_probs [frames, vocabulary], length=None) -> text
+# word lists: chosen on fsdd-dev spoken digits (BENCHMARKS.md, "Word lists"); a word the audio
+# fits badly must survive pruning, or no whole word may be left to end on
+WORD_LIST_LM_WEIGHT = 1.0
+WORD_LIST_CHAR_BONUS = 2.0
+WORD_LIST_PRUNE = -10.0
 
 
 def greedy_decode(log_probs: np.ndarray, length: int | None = None) -> str:
@@ -40,6 +45,8 @@ class BeamSearch:
     A prefix scores ``log P_ctc + lm_weight * log P_lm + char_bonus * characters``;
     the bonus offsets the language model's pull towards short transcripts.
     Outputs below ``prune`` (log-probability) in a frame are not expanded.
+    With ``words`` (a closed vocabulary) a prefix may only grow into a
+    sequence of those words, and the transcript is one (or empty).
     """
 
     lm: CharNgram
@@ -48,6 +55,23 @@ class BeamSearch:
     char_bonus: float = 0.5
     beam: int = 8
     prune: float = -6.0  # measured: same CER and WER as -8 or -10 on dev speakers, half the time of -8
+    words: frozenset[str] | None = None
+    _word_prefixes: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        prefixes = frozenset(w[:i] for w in self.words for i in range(len(w) + 1)) if self.words is not None else frozenset()
+        object.__setattr__(self, "_word_prefixes", prefixes)
+
+    def _allows(self, prefix: str, ch: str) -> bool:
+        """Whether ``prefix`` may grow by ``ch`` (always, without a closed vocabulary)."""
+        if self.words is None:
+            return True
+        word = prefix[prefix.rfind(" ") + 1 :]
+        return word in self.words if ch == " " else word + ch in self._word_prefixes
+
+    def _complete(self, prefix: str) -> bool:
+        """Whether ``prefix`` may end the transcript: its last word is whole (always, without a closed vocabulary)."""
+        return not prefix or prefix[-1] == " " or self._allows(prefix, " ")
 
     def __call__(self, log_probs: np.ndarray, length: int | None = None) -> str:
         """Transcript of one utterance's ``[frames, vocabulary]`` log-probabilities."""
@@ -74,6 +98,8 @@ class BeamSearch:
                     if c == space and (not prefix or prefix[-1] == " "):  # no leading or double spaces
                         char_end[prefix] = _log_add(char_end.get(prefix, -math.inf), total + p)
                         continue
+                    if not self._allows(prefix, ch):
+                        continue
                     source = total
                     if prefix and ch == prefix[-1]:  # a repeat collapses; the character again needs a blank between
                         char_end[prefix] = _log_add(char_end.get(prefix, -math.inf), char + p)
@@ -90,7 +116,8 @@ class BeamSearch:
             }
             kept = sorted(scored, key=lambda q: self._score(q, *scored[q]), reverse=True)[: self.beam]
             beams = {prefix: scored[prefix] for prefix in kept}
-        best = max(beams, key=lambda q: self._score(q, *beams[q]) + self._word_end(q))
+        finals = [prefix for prefix in beams if self._complete(prefix)] or [""]
+        best = max(finals, key=lambda q: self._score(q, *beams.get(q, (0.0, -math.inf, 0.0))) + self._word_end(q))
         return best.strip()
 
     def _score(self, prefix: str, blank: float, char: float, lm: float) -> float:
@@ -106,3 +133,10 @@ class BeamSearch:
 def _history(prefix: str) -> str:
     """The language model's history after ``prefix``: a space, then the unfinished word."""
     return " " + prefix[prefix.rfind(" ") + 1 :]
+
+
+def word_list_search(word_counts: Mapping[str, float]) -> BeamSearch:
+    """Beam search over sequences of ``word_counts``'s words only (digits, commands, names), their counts as the prior."""
+    words = frozenset(word for word, count in word_counts.items() if count > 0)
+    return BeamSearch(build_char_ngram(word_counts, source="word list"), lm_weight=WORD_LIST_LM_WEIGHT,
+                      char_bonus=WORD_LIST_CHAR_BONUS, prune=WORD_LIST_PRUNE, words=words)

@@ -5,8 +5,12 @@ vocabulary without the blank (space, a–z, apostrophe) and the history is the
 current word so far, preceded by a space: ``" th"`` asks what follows "th" at
 the start of a word, and a space as the next symbol ends the word. Histories
 never reach into the previous word, so the model is a spelling model of
-single words (trained from word frequencies, see
-``edgemeta.language_model``). It is stored as ``.npz`` (no pickles): the kept
+single words, estimated from word counts by :func:`build_char_ngram` (on the
+device from a user's text, or on the trainer from English word frequencies:
+``edgemeta.language_model``). Each word is counted as the symbol sequence
+" word " with histories that start at its leading space, and the estimates
+are interpolated Witten–Bell, whose smoothing needs no count-of-counts and so
+works with fractional counts. It is stored as ``.npz`` (no pickles): the kept
 histories (shortest first), their source, and a float16 table of their
 smoothed next-symbol log-probabilities; a history that was pruned falls back
 to its longest kept suffix, and the empty history is always kept.
@@ -16,13 +20,17 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Iterable, Mapping
 
 import numpy as np
 
-from edgemeta.runtime.text import VOCABULARY
+from edgemeta.runtime.text import VOCABULARY, normalize_text
 
 SYMBOLS: tuple[str, ...] = VOCABULARY[1:]  # what the model predicts: every output but the blank
+DEFAULT_ORDER = 6
+DEFAULT_TEXT_MIN_COUNT = 1.0  # a user's own text is small: keep every history
 
 
 class LanguageModelError(ValueError):
@@ -96,3 +104,52 @@ class CharNgram:
             total += float(self.next_log_probs(history)[SYMBOLS.index(ch)])
             history += ch
         return total
+
+
+def text_counts(lines: Iterable[str]) -> Counter[str]:
+    """Word counts of running text, normalised as the model's transcripts are."""
+    counts: Counter[str] = Counter()
+    for line in lines:
+        counts.update(normalize_text(line).split())
+    return counts
+
+
+def read_text_counts(paths: Iterable[str | Path]) -> Counter[str]:
+    """:func:`text_counts` of UTF-8 text files; an unreadable or wordless file raises :class:`LanguageModelError` naming it."""
+    counts: Counter[str] = Counter()
+    for path in paths:
+        try:
+            found = text_counts(Path(path).read_text(encoding="utf-8").splitlines())
+        except (OSError, UnicodeDecodeError) as error:
+            raise LanguageModelError(f"{path}: cannot read text ({error})") from None
+        if not found:
+            raise LanguageModelError(f"{path}: no words in it")
+        counts.update(found)
+    return counts
+
+
+def build_char_ngram(word_counts: Mapping[str, float], order: int = DEFAULT_ORDER, min_count: float = DEFAULT_TEXT_MIN_COUNT, source: str = "") -> CharNgram:
+    """Interpolated Witten–Bell character n-gram of whole words (see the module docstring)."""
+    if order < 1:
+        raise ValueError(f"order must be >= 1, got {order}")
+    index = {ch: i for i, ch in enumerate(SYMBOLS)}
+    counts: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(len(SYMBOLS)))
+    for word, count in word_counts.items():
+        if count <= 0 or not word or any(ch not in index or ch == " " for ch in word):
+            continue
+        sequence = f" {word} "
+        for position in range(1, len(sequence)):
+            symbol = index[sequence[position]]
+            history = sequence[max(0, position - order + 1) : position]
+            for start in range(len(history) + 1):
+                counts[history[start:]][symbol] += count
+    if "" not in counts:
+        raise ValueError("no usable words to build a language model from")
+    histories = sorted((h for h in counts if h == "" or counts[h].sum() >= min_count), key=lambda h: (len(h), h))
+    probs: dict[str, np.ndarray] = {}
+    for history in histories:  # shorter histories first: each interpolates with its suffix
+        lower = probs[history[1:]] if history else np.full(len(SYMBOLS), 1.0 / len(SYMBOLS))
+        seen = counts[history]
+        types = float((seen > 0).sum())
+        probs[history] = (seen + types * lower) / (seen.sum() + types)
+    return CharNgram(histories, np.log(np.stack([probs[h] for h in histories])), source)

@@ -123,12 +123,13 @@ class LiveTranscriber:
         partial_seconds: float = PARTIAL_SECONDS,
         max_utterance_seconds: float = MAX_UTTERANCE_SECONDS,
         greedy: bool = False,
+        words: Mapping[str, float] | None = None,
     ) -> None:
         self.endpointer = Endpointer(silence_seconds)
         self.partial_samples = int(partial_seconds * SAMPLE_RATE)
         self.max_samples = int(max_utterance_seconds * SAMPLE_RATE)
         self.history = _AudioHistory()
-        self.decode = bundle.decoder(greedy)  # finals; partials are best-path, cheap enough to repeat
+        self.decode = bundle.decoder(greedy, words)  # finals; partials are best-path, cheap enough to repeat
         head_feeds = {} if head is None else bundle.head_inputs(head)
         self.streaming = bundle.streaming is not None
         if self.streaming:

@@ -65,7 +65,8 @@ class Recognizer:
     ``head`` (name -> torch tensor or array, names as ``bundle.head_names``) replaces the
     base head; ``None`` keeps the bundle's own. ``threads`` sets onnxruntime's
     intra-op threads; ``greedy`` decodes best-path even when the bundle has a
-    language model.
+    language model; ``words`` (word -> count) restricts transcripts to
+    sequences of those words (:meth:`Bundle.decoder`).
     """
 
     def __init__(
@@ -76,9 +77,10 @@ class Recognizer:
         int8: bool = False,
         max_segment_seconds: float = MAX_SEGMENT_SECONDS,
         greedy: bool = False,
+        words: Mapping[str, float] | None = None,
     ) -> None:
         self.bundle = bundle
-        self.decode = bundle.decoder(greedy)
+        self.decode = bundle.decoder(greedy, words)
         self.max_segment_seconds = max_segment_seconds
         self.session = bundle.session(threads=threads, int8=int8)
         self._head_feeds: dict[str, np.ndarray] = {}

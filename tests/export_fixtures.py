@@ -16,7 +16,7 @@ import torch
 
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint
 from edgemeta.export_command import add_parser
-from edgemeta.language_model import build_char_ngram, text_counts
+from edgemeta.runtime.language_model import build_char_ngram, text_counts
 from edgemeta.model import SpeechRecognizer
 
 _EXPORTED: dict[str, Path] = {}

@@ -93,11 +93,13 @@ def test_peers_end_to_end(corpora: tuple[Path, Path], bundle_dir: Path, tmp_path
     assert set(speakers) == {
         ("prompts", "pocketsphinx", 0), ("prompts", "edgemeta", 0), ("prompts", "edgemeta", 2),
         ("digits", "pocketsphinx", 0), ("digits", "pocketsphinx-grammar", 0), ("digits", "edgemeta", 0), ("digits", "edgemeta", 2),
-    }, "the digit grammar is used for the small vocabulary only"
+        ("digits", "edgemeta-words", 0), ("digits", "edgemeta-words", 2),
+    }, "the digit grammar and word list are used for the small vocabulary only"
     assert all(len(names) == 2 for names in speakers.values()), "every system and k scores the same speakers"
 
     assert "| digits | pocketsphinx-grammar | 0 | 2 | 2 |" in table, table
     assert "| prompts | edgemeta | 2 | 2 | 2 |" in table, table
+    assert "| digits | edgemeta-words | 2 | 2 | 2 |" in table, table
     assert plot.read_bytes().startswith(b"\x89PNG")
 
 

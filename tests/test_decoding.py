@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgemeta.language_model import build_char_ngram, text_counts
+from edgemeta.runtime.language_model import build_char_ngram, text_counts
 from edgemeta.runtime.bundle import load_bundle
-from edgemeta.runtime.ctc_decode import BeamSearch, greedy_decode
+from edgemeta.runtime.ctc_decode import BeamSearch, greedy_decode, word_list_search
 from edgemeta.runtime.language_model import SYMBOLS, CharNgram, LanguageModelError
 from edgemeta.runtime.recognizer import Recognizer
 from edgemeta.runtime.text import VOCABULARY
@@ -126,3 +126,19 @@ def test_lm_command_builds_from_text_and_names_unreadable_files(tmp_path: Path, 
 def test_nan_scores_decode_like_best_path() -> None:
     log_probs = np.full((5, len(VOCABULARY)), np.nan)
     assert BeamSearch(build_char_ngram(WORDS))(log_probs) == greedy_decode(log_probs)
+
+
+def test_a_word_list_keeps_transcripts_to_its_words() -> None:
+    frames = [{"t": 1.0}, {"<blank>": 1.0}, {"h": 1.0}, {"<blank>": 1.0}, {"a": 0.9, "e": 0.1}, {" ": 1.0}, {"c": 0.7, "x": 0.3}, {"a": 1.0}, {"t": 1.0}]
+    open_search = BeamSearch(build_char_ngram(WORDS), lm_weight=0.0, char_bonus=0.0)
+    assert open_search(scores(frames)) == "tha cat"
+    words = text_counts(["the cat", "a dog"])
+    assert word_list_search(words)(scores(frames)) == "the cat"
+    # audio that fits no listed word well still gives listed words (or nothing), never a spelling of its own
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        logits = rng.normal(0, 2.0, (30, len(VOCABULARY)))
+        log_probs = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+        text = word_list_search(words)(log_probs)
+        assert set(text.split()) <= set(words), text
+        assert set(open_search(log_probs).split()) - set(words), "the unconstrained search spells words of its own here"

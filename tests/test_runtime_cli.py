@@ -69,6 +69,8 @@ def test_enroll_and_transcribe_without_torchaudio_onnx_trainer_or_portaudio(bund
     assert set(lines[2]) == {"audio", "error"} and "bad.wav" in lines[2]["error"]
     greedy = run_runtime(["--bundle", str(bundle_dir), "transcribe", "--greedy", "--jsonl", str(good)], env)
     assert greedy.returncode == EXIT_OK and set(json.loads(greedy.stdout)) == {"audio", "text"}, greedy.stderr
+    digits = tmp_path / "digits.txt"
+    digits.write_text("0 1 2 3 4 5 6 7 8 9\n", encoding="utf-8")
 
     # transcribing (base head or a user's) needs neither torch nor silero-vad: onnxruntime and numpy alone
     no_torch = runtime_env(tmp_path / "no-torch", tmp_path / "home", also_block=("torch", "silero_vad"))
@@ -81,6 +83,24 @@ def test_enroll_and_transcribe_without_torchaudio_onnx_trainer_or_portaudio(bund
         assert [line["audio"] for line in light_lines] == [str(good), str(second)]
         if user:
             assert light_lines == [lines[0], lines[3]], "the same transcripts as in a process with torch loaded"
+    # a word list, built on the device without torch: only its words come out
+    listed = run_runtime(["--bundle", str(bundle_dir), "transcribe", "--words", str(digits), "--jsonl", str(good), str(second)], no_torch)
+    assert listed.returncode == EXIT_OK, listed.stderr
+    for line in map(json.loads, listed.stdout.splitlines()):
+        assert set(line["text"].split()) <= set("zero one two three four five six seven eight nine".split()), line
+
+
+def test_a_word_list_that_cannot_be_used_is_named(bundle_dir: Path, tmp_path: Path, home: Path, capsys: pytest.CaptureFixture) -> None:  # noqa: F811
+    clip = write_clip(tmp_path, "clip.wav", speech()[0], None)
+    bundle = ["--bundle", str(bundle_dir)]
+    assert main([*bundle, "transcribe", "--words", str(tmp_path / "absent.txt"), str(clip)]) == EXIT_INPUT
+    assert "absent.txt: cannot read text" in capsys.readouterr().err
+    (tmp_path / "empty.txt").write_text("  ...\n", encoding="utf-8")
+    assert main([*bundle, "transcribe", "--words", str(tmp_path / "empty.txt"), str(clip)]) == EXIT_INPUT
+    assert "empty.txt: no words in it" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main([*bundle, "transcribe", "--greedy", "--words", str(tmp_path / "empty.txt"), str(clip)])
+    assert exited.value.code == EXIT_USAGE
 
 
 def test_enroll_exit_codes(bundle_dir: Path, tmp_path: Path, home: Path, capsys: pytest.CaptureFixture) -> None:  # noqa: F811

@@ -12,7 +12,10 @@ For each ``--manifest`` (its ``dataset`` is the manifest's folder name, as in
 - ``edgemeta`` k=K: after enrolling that speaker with K clips through
   ``edgemeta-runtime enroll``'s own code (``clips_from_source`` and
   ``enroll_and_save`` of :mod:`edgemeta.runtime.enrollment`), profiles under a
-  temporary ``EDGEMETA_HOME``.
+  temporary ``EDGEMETA_HOME``;
+- ``edgemeta-words`` k=0 and k=K: the same heads, decoding only sequences of the
+  manifest's words (``edgemeta-runtime transcribe --words``), where
+  ``pocketsphinx-grammar`` is used.
 
 Clips: per speaker, ``--clips`` clips are drawn (seeded); the first max(K)
 are the enrollment pool (K-shot enrollment uses its first K) and the rest are
@@ -53,7 +56,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
@@ -74,6 +77,8 @@ if TYPE_CHECKING:
 POCKETSPHINX = "pocketsphinx"
 GRAMMAR = "pocketsphinx-grammar"
 EDGEMETA = "edgemeta"
+EDGEMETA_WORDS = "edgemeta-words"
+SYSTEMS = (POCKETSPHINX, GRAMMAR, EDGEMETA, EDGEMETA_WORDS)  # table order
 GRAMMAR_MAX_WORD_TYPES = 50
 GRAMMAR_NAME = "vocabulary"
 FILLER = re.compile(r"<.*>|\[.*\]|\+\+.*\+\+")
@@ -155,8 +160,8 @@ class Row:
 
     @property
     def label(self) -> str:
-        """``pocketsphinx``, ``pocketsphinx-grammar``, ``edgemeta k=10``."""
-        return f"{self.system} k={self.k}" if self.system == EDGEMETA else self.system
+        """``pocketsphinx``, ``pocketsphinx-grammar``, ``edgemeta k=10``, ``edgemeta-words k=0``."""
+        return f"{self.system} k={self.k}" if self.system in (EDGEMETA, EDGEMETA_WORDS) else self.system
 
 
 # Text and data --------------------------------------------------------------------
@@ -271,24 +276,26 @@ def open_pocketsphinx(words: list[str] | None) -> tuple[Transcribe, list[Path], 
     return transcribe, files, load_seconds
 
 
-def open_edgemeta(bundle_path: str, home: str | None, users: set[str]) -> tuple[Transcribe, list[Path], float]:
+def open_edgemeta(bundle_path: str, home: str | None, users: set[str], words: list[str] | None) -> tuple[Transcribe, list[Path], float]:
     """The runtime's recognizer on one thread, with the enrolled users' heads: (transcribe, files, load seconds).
 
-    Like ``edgemeta-runtime transcribe``, it never imports torch (the users were enrolled by the parent).
+    Like ``edgemeta-runtime transcribe`` (``--words`` when ``words`` are given), it never imports torch
+    (the users were enrolled by the parent).
     """
     from edgemeta.runtime.bundle import HEAD_FILE, HEAD_WEIGHTS_FILE, MANIFEST, MODEL_FILE, RATES_FILE, load_bundle
+    from edgemeta.runtime.language_model import text_counts
     from edgemeta.runtime.profile_store import ProfileStore
     from edgemeta.runtime.recognizer import Recognizer
 
     started = time.perf_counter()
     bundle = load_bundle(bundle_path)
-    recognizer = Recognizer(bundle, threads=1)
+    recognizer = Recognizer(bundle, threads=1, words=None if words is None else text_counts(words))
     load_seconds = time.perf_counter() - started
     names = [MANIFEST, MODEL_FILE, HEAD_FILE, HEAD_WEIGHTS_FILE, RATES_FILE]
     external = bundle.manifest.get("external_data")
     if external and MODEL_FILE in external["used_by"]:
         names.append(external["file"])
-    if bundle.decoder_settings:
+    if bundle.decoder_settings and words is None:
         names.append(bundle.decoder_settings["file"])
     # As `edgemeta-runtime transcribe --user U` does: the profile must belong to this bundle.
     heads = {user: ProfileStore(home).load(user, bundle.digest).weights for user in users}
@@ -313,9 +320,9 @@ def worker_main() -> int:
     job = json.loads(sys.stdin.read())
     items = job["items"]
     try:
-        if job["system"] == EDGEMETA:
+        if job["system"] in (EDGEMETA, EDGEMETA_WORDS):
             users = {item["user"] for item in items if item["user"] is not None}
-            transcribe, files, load_seconds = open_edgemeta(job["bundle"], job["home"], users)
+            transcribe, files, load_seconds = open_edgemeta(job["bundle"], job["home"], users, job["words"])
         else:
             transcribe, files, load_seconds = open_pocketsphinx(job["words"])
         transcribe(read_audio(items[0]["audio"], SAMPLE_RATE)[:WARM_UP_SAMPLES], None)  # first-call set-up, not timed
@@ -413,10 +420,10 @@ def score_items(items: list[Item], result: dict) -> tuple[list[dict], list[Row]]
 
 def compare_with_unadapted(rows: list[Row], adapted: dict[tuple[str, int, str], bool], margin: float) -> None:
     """Set, on each enrolled edgemeta row, the fraction of speakers made worse (CER > before + margin) and kept adapted."""
-    before = {(r.dataset, s): c for r in rows if r.system == EDGEMETA and r.k == 0 for s, c in zip(r.speakers, r.cer)}
+    before = {(r.dataset, r.system, s): c for r in rows if r.k == 0 for s, c in zip(r.speakers, r.cer)}
     for row in rows:
-        if row.system == EDGEMETA and row.k > 0:
-            row.worse = float(np.mean([c > before[row.dataset, s] + margin for s, c in zip(row.speakers, row.cer)]))
+        if row.k > 0:
+            row.worse = float(np.mean([c > before[row.dataset, row.system, s] + margin for s, c in zip(row.speakers, row.cer)]))
             row.adapted = float(np.mean([adapted[row.dataset, row.k, s] for s in row.speakers]))
 
 
@@ -524,8 +531,12 @@ def benchmark(args: argparse.Namespace) -> int:
         enrolled, adapted = enroll(bundle, datasets, args.k, Path(home)) if args.k else ([], {})
         unadapted = [Item(d.name, EDGEMETA, 0, s.name, clip) for d, s, clip in scored]
         measure(EDGEMETA, unadapted + enrolled, bundle=str(bundle.source), home=home)
+        for dataset in datasets:
+            if dataset.small_vocabulary:
+                items = [replace(item, system=EDGEMETA_WORDS) for item in unadapted + enrolled if item.dataset == dataset.name]
+                measure(EDGEMETA_WORDS, items, words=dataset.words, bundle=str(bundle.source), home=home)
     compare_with_unadapted(rows, adapted, CER_TOLERANCE)
-    rows.sort(key=lambda r: (names.index(r.dataset), (POCKETSPHINX, GRAMMAR, EDGEMETA).index(r.system), r.k))
+    rows.sort(key=lambda r: (names.index(r.dataset), SYSTEMS.index(r.system), r.k))
 
     print(f"edgemeta bench peers, {date.today().isoformat()}, {machine()}; bundle {bundle.source} "
           f"(digest {bundle.digest[:12]}); {len(scored)} scored clips; {time.perf_counter() - started:.0f} s\n")
@@ -560,7 +571,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="edgemeta against pocketsphinx on the same clips (CER, WER, RTF, load time, size, memory)",
         description="Side by side on the same clips and speakers: pocketsphinx (default language model, and a grammar "
         f"over the manifest's words when it has at most {GRAMMAR_MAX_WORD_TYPES}), edgemeta unadapted and after "
-        "enrolling each speaker with k clips. Prints a Markdown table; --json writes one line per system, speaker and k.",
+        "enrolling each speaker with k clips (and, where the grammar is used, edgemeta restricted to the same words). Prints a Markdown table; --json writes one line per system, speaker and k.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
