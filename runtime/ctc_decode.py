@@ -12,9 +12,9 @@ from edgemeta.runtime.language_model import CharNgram, build_char_ngram
 from edgemeta.runtime.text import BLANK_ID, VOCABULARY
 
 Decoder = Callable[..., str]  # (log_probs [frames, vocabulary], length=None) -> text
-# word lists: chosen on fsdd-dev spoken digits (BENCHMARKS.md, "Word lists"); a word the audio
+# word lists: chosen on synthetic digit strings (BENCHMARKS.md, "Word lists"); a word the audio
 # fits badly must survive pruning, or no whole word may be left to end on
-WORD_LIST_LM_WEIGHT = 1.0
+WORD_LIST_LM_WEIGHT = 0.5
 WORD_LIST_CHAR_BONUS = 2.0
 WORD_LIST_PRUNE = -10.0
 

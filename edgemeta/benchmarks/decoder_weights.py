@@ -10,6 +10,11 @@ the choice never saw. Example::
         --lm runs/lm.npz --json reports/decoder-weights.json
 
 Then ``edgemeta export ... --lm runs/lm.npz --lm-weight W --char-bonus B``.
+With ``--words FILE`` the grid is that of ``transcribe --words FILE`` (a
+closed vocabulary, :func:`edgemeta.runtime.ctc_decode.word_list_search`)::
+
+    python -m edgemeta.benchmarks.decoder_weights --manifest ../shared/data/fsdd-dev/manifest.jsonl \\
+        --words examples/digits.txt --weights 0.25,0.5,1,2 --bonuses 1,2,3 --json reports/word-list-weights.json
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ import numpy as np
 
 from edgemeta.evaluate import load_dataset
 from edgemeta.runtime.bundle import BUILTIN_BUNDLE, load_bundle
-from edgemeta.runtime.ctc_decode import BeamSearch, Decoder, greedy_decode
-from edgemeta.runtime.language_model import CharNgram
+from edgemeta.runtime.ctc_decode import BeamSearch, Decoder, greedy_decode, word_list_search
+from edgemeta.runtime.language_model import CharNgram, read_text_counts
 from edgemeta.runtime.metrics import score
 from edgemeta.runtime.recognizer import Recognizer
 
@@ -46,7 +51,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", type=Path, default=BUILTIN_BUNDLE, help="bundle whose model produces the log-probabilities (default: built-in)")
     parser.add_argument("--manifest", type=Path, required=True, help="dev speakers (speechocean762-train: its committed dev split)")
-    parser.add_argument("--lm", type=Path, help="language model .npz (default: the bundle's own)")
+    decoder = parser.add_mutually_exclusive_group()
+    decoder.add_argument("--lm", type=Path, help="language model .npz (default: the bundle's own)")
+    decoder.add_argument("--words", type=Path, help="a word list (text file): tune the closed-vocabulary search of `transcribe --words`")
     parser.add_argument("--weights", type=_floats, default=[0.2, 0.3, 0.4, 0.5, 0.7], help="language-model weights to try")
     parser.add_argument("--bonuses", type=_floats, default=[0.0, 0.5, 1.0, 1.5], help="character bonuses to try")
     parser.add_argument("--beam", type=int, default=BeamSearch.beam)
@@ -54,9 +61,16 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     bundle = load_bundle(args.bundle)
-    if args.lm is None and bundle.decoder_settings is None:
+    if args.lm is None and args.words is None and bundle.decoder_settings is None:
         parser.error(f"{args.bundle} has no language model: give one with --lm")
-    lm = CharNgram.load(args.lm) if args.lm else bundle.decoder().lm
+    if args.words is not None:
+        base = word_list_search(read_text_counts([args.words]))
+    else:
+        base = BeamSearch(CharNgram.load(args.lm) if args.lm else bundle.decoder().lm)
+
+    def search(weight: float, bonus: float) -> BeamSearch:
+        return BeamSearch(base.lm, weight, bonus, args.beam, prune=base.prune, words=base.words)
+
     recognizer = Recognizer(bundle)
     dataset = load_dataset(args.manifest)
     tune = [u for speaker in dataset.speakers for u in speaker.pool]
@@ -67,13 +81,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     grid = []
     for weight, bonus in itertools.product(args.weights, args.bonuses):
-        rates = _rates(BeamSearch(lm, weight, bonus, args.beam), tune_lp, tune_texts)
+        rates = _rates(search(weight, bonus), tune_lp, tune_texts)
         grid.append({"lm_weight": weight, "char_bonus": bonus, **rates})
         print(f"weight {weight:4.2f} bonus {bonus:4.2f}: CER {rates['cer']:.4f} WER {rates['wer']:.4f} ({rates['ms_per_clip']} ms/clip)", flush=True)
     best = min(grid, key=lambda g: (g["cer"], g["wer"]))
-    chosen = BeamSearch(lm, best["lm_weight"], best["char_bonus"], args.beam)
+    chosen = search(best["lm_weight"], best["char_bonus"])
     result = {
-        "bundle": str(args.bundle), "dataset": dataset.name, "speakers": len(dataset.speakers),
+        "bundle": str(args.bundle), "words": None if args.words is None else str(args.words), "dataset": dataset.name, "speakers": len(dataset.speakers),
         "tuning_clips": len(tune), "held_out_clips": len(held_out), "grid": grid,
         "chosen": {"lm_weight": best["lm_weight"], "char_bonus": best["char_bonus"], "beam": args.beam},
         "held_out": {"greedy": _rates(greedy_decode, held_lp, held_texts), "beam_lm": _rates(chosen, held_lp, held_texts)},
