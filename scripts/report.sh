@@ -21,6 +21,8 @@ done
 .venv/bin/edgemeta eval "${MANIFESTS[@]}" "${models[@]}" --methods "$methods" --k 0,1,5,10 --seeds "$SEEDS" --greedy --json "$OUT/kshot.jsonl"
 .venv/bin/edgemeta eval "${MANIFESTS[@]}" --model meta-sgd=runtime/builtin --methods none,meta-sgd --k 0,10 --seeds "$SEEDS" --guard --json "$OUT/kshot-guard.jsonl"
 .venv/bin/python -m edgemeta.benchmarks.decoder_weights --manifest "$SHARED/speechocean762-train/manifest.jsonl" --json "$OUT/decoder-weights.json"
+.venv/bin/python -m edgemeta.benchmarks.decoder_weights --manifest "$SHARED/fsdd-dev/manifest.jsonl" --words examples/digits.txt \
+    --weights 0.25,0.5,1,2 --bonuses 1,2,3 --json "$OUT/word-list-weights.json"
 .venv/bin/python -m edgemeta.benchmarks.transcript_check --manifest "$SHARED/speechocean762-train/manifest.jsonl" \
     --manifest "$RUNS/eval-flite/manifest.jsonl" --manifest "$SHARED/fsdd-dev/manifest.jsonl" --json "$OUT/transcript-check.jsonl"
 .venv/bin/edgemeta bench peers --manifest "$SHARED/speechocean762-train/manifest.jsonl" --manifest "$SHARED/fsdd-dev/manifest.jsonl" \
