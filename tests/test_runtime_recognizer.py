@@ -11,6 +11,7 @@ import torch
 from edgemeta.runtime.adapter import HeadTrainer
 from edgemeta.runtime.audio import SAMPLE_RATE
 from edgemeta.runtime.bundle import Bundle, load_bundle
+from edgemeta.runtime.language_model import text_counts
 from edgemeta.runtime.live import LiveTranscriber
 from edgemeta.runtime.recognizer import Recognizer
 from edgemeta.runtime.vad import speech_segments
@@ -117,3 +118,10 @@ def test_live_transcripts_follow_the_speech(bundle: Bundle, tmp_path: Path, stre
         piece = audio[int(final.start * SAMPLE_RATE) : int(final.end * SAMPLE_RATE)]
         assert final.text == recognizer.transcribe([piece])[0].text
     assert any(e.kind == "partial" for e in events)
+
+    # with a word list (here words the tiny model spells), finals hold only its words
+    words = text_counts([e.text for e in finals[:3]])
+    listed = [e for e in stream_in_chunks(LiveTranscriber(source, head, words=words), audio) if e.kind == "final"]
+    assert [(e.start, e.end) for e in listed] == [(e.start, e.end) for e in finals]
+    assert any(e.text for e in listed) and all(set(e.text.split()) <= set(words) for e in listed), [e.text for e in listed]
+    assert [e.text for e in listed] != [e.text for e in finals]
