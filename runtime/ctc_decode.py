@@ -116,8 +116,10 @@ class BeamSearch:
             }
             kept = sorted(scored, key=lambda q: self._score(q, *scored[q]), reverse=True)[: self.beam]
             beams = {prefix: scored[prefix] for prefix in kept}
-        finals = [prefix for prefix in beams if self._complete(prefix)] or [""]
-        best = max(finals, key=lambda q: self._score(q, *beams.get(q, (0.0, -math.inf, 0.0))) + self._word_end(q))
+        finals = [prefix for prefix in beams if self._complete(prefix)]
+        if not finals:  # a closed vocabulary whose every surviving prefix ends inside a word
+            return ""
+        best = max(finals, key=lambda q: self._score(q, *beams[q]) + self._word_end(q))
         return best.strip()
 
     def _score(self, prefix: str, blank: float, char: float, lm: float) -> float:

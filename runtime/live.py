@@ -6,7 +6,8 @@ state, so the final transcript only waits for the last chunk. Without one,
 the utterance so far is re-run through ``model.onnx`` every
 ``partial_seconds`` and once at its end. Either way a user's adapted head is
 fed by name, as for files. Partials are decoded best-path; finals with the
-bundle's decoder (beam search with its language model, unless ``greedy``).
+bundle's decoder (beam search with its language model, unless ``greedy``;
+with ``words``, only sequences of those words).
 """
 
 from __future__ import annotations
