@@ -21,7 +21,7 @@ import numpy as np
 
 from edgemeta.augment import ChannelCondition
 from edgemeta.corpus import Utterance
-from edgemeta.splits import dev_speakers
+from edgemeta.splits import dev_speakers, held_out_speakers
 
 log = logging.getLogger(__name__)
 # Separate random streams, so that training episodes never coincide with the fixed (validation) ones.
@@ -58,9 +58,9 @@ def speaker_tasks(utterances: list[Utterance], min_clips: int) -> list[Task]:
 
 
 def split_speakers(utterances: list[Utterance]) -> tuple[list[Utterance], list[Utterance]]:
-    """``(train, dev)`` by the committed split file: dev speakers are held out of all training."""
-    held_out = dev_speakers()
-    return [u for u in utterances if u.speaker not in held_out], [u for u in utterances if u.speaker in held_out]
+    """``(train, dev)`` by the committed split file; test speakers are in neither (held out of training and of every choice)."""
+    held_out, dev = held_out_speakers(), dev_speakers()
+    return [u for u in utterances if u.speaker not in held_out], [u for u in utterances if u.speaker in dev]
 
 
 @dataclass

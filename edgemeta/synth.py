@@ -8,6 +8,9 @@ seed writes the same manifest and the same audio.
 
 flite is never a default engine: its rms and awb voices are the voices no
 model is trained on, kept for evaluation (``edgemeta synth --engine flite``).
+Unseen espeak-ng speakers for evaluating a model are drawn with
+``--unseen-by MODEL``: no variant any of its training speakers used, so they
+differ from every one of them in voice, not only in pitch and rate.
 """
 
 from __future__ import annotations
@@ -107,11 +110,33 @@ def espeak_variants() -> tuple[str, ...]:
     return tuple(sorted(names - ESPEAK_EXCLUDED_VARIANTS))
 
 
-def _draw_voice(engine: str, index: int, rng: random.Random) -> VoiceSpec:
+def speaker_variant(speaker_id: str) -> str | None:
+    """The espeak-ng variant of a speaker id such as ``espeak-en-us+m3-p40-s160`` (``m3``); ``None`` for other ids."""
+    if not speaker_id.startswith("espeak-") or "+" not in speaker_id:
+        return None
+    return speaker_id.split("+", 1)[1].rsplit("-p", 1)[0]
+
+
+def trained_variants(model: str | Path) -> frozenset[str]:
+    """espeak-ng variants of the training speakers recorded in a bundle (folder or archive) or a checkpoint."""
+    from edgemeta.checkpoint import load_checkpoint
+    from edgemeta.runtime.bundle import is_archive, load_bundle
+
+    path = Path(model)
+    speakers = (load_bundle(path).training_speakers if path.is_dir() or is_archive(path)
+                else load_checkpoint(path).get("training_speakers") or [])
+    return frozenset(v for v in map(speaker_variant, speakers) if v is not None)
+
+
+def _variants(excluded: frozenset[str]) -> tuple[str, ...]:
+    return tuple(v for v in espeak_variants() if v not in excluded)
+
+
+def _draw_voice(engine: str, index: int, rng: random.Random, excluded_variants: frozenset[str]) -> VoiceSpec:
     """The ``index``-th speaker of ``engine``: voices taken in turn, pitch/rate/variant drawn."""
     if engine == "espeak-ng":
         return VoiceSpec(engine, ESPEAK_ACCENTS[index % len(ESPEAK_ACCENTS)], rng.choice(ESPEAK_PITCHES),
-                         rng.choice(ESPEAK_RATES), rng.choice(espeak_variants()))
+                         rng.choice(ESPEAK_RATES), rng.choice(_variants(excluded_variants)))
     if engine == "festival":
         voice = tuple(FESTIVAL_VOICES)[index % len(FESTIVAL_VOICES)]
         pitch = rng.choice(FESTIVAL_DIPHONE_F0) if voice.endswith("_diphone") else None
@@ -131,28 +156,33 @@ def _allot(count: int, engines: tuple[str, ...]) -> dict[str, int]:
     return allotted
 
 
-def _distinct_speakers(engine: str) -> int:
+def _distinct_speakers(engine: str, excluded_variants: frozenset[str]) -> int:
     if engine == "espeak-ng":
-        return len(ESPEAK_ACCENTS) * len(espeak_variants()) * len(ESPEAK_PITCHES) * len(ESPEAK_RATES)
+        return len(ESPEAK_ACCENTS) * len(_variants(excluded_variants)) * len(ESPEAK_PITCHES) * len(ESPEAK_RATES)
     if engine == "festival":
         return len(FESTIVAL_RATES) * (2 * len(FESTIVAL_DIPHONE_F0) + 1)
     return len(FLITE_VOICES) * len(FLITE_RATES)
 
 
-def sample_speakers(n: int, seed: int, engines: tuple[str, ...] = TRAINING_ENGINES) -> list[VoiceSpec]:
-    """``n`` distinct speakers drawn from ``engines`` (default espeak-ng and festival, never flite)."""
+def sample_speakers(n: int, seed: int, engines: tuple[str, ...] = TRAINING_ENGINES,
+                    excluded_variants: frozenset[str] = frozenset()) -> list[VoiceSpec]:
+    """``n`` distinct speakers drawn from ``engines`` (default espeak-ng and festival, never flite).
+
+    ``excluded_variants``: espeak-ng variants never drawn (those a model was trained on).
+    """
     engines = tuple(dict.fromkeys(engines))
     for engine in engines:
         require_engine(engine)
     rng = random.Random(seed)
     speakers: list[VoiceSpec] = []
     for engine, count in _allot(n, engines).items():
-        if count > _distinct_speakers(engine):
-            raise SynthesisError(f"{engine} offers {_distinct_speakers(engine)} distinct speakers; {count} were asked for")
+        distinct = _distinct_speakers(engine, excluded_variants)
+        if count > distinct:
+            raise SynthesisError(f"{engine} offers {distinct} distinct speakers; {count} were asked for")
         chosen: dict[str, VoiceSpec] = {}
         index = 0
         while len(chosen) < count:
-            voice = _draw_voice(engine, index, rng)
+            voice = _draw_voice(engine, index, rng, excluded_variants)
             chosen.setdefault(voice.speaker_id, voice)
             index += 1
         speakers.extend(chosen.values())
@@ -262,17 +292,18 @@ def synthesize_corpus(
     engines: tuple[str, ...] = TRAINING_ENGINES,
     conditions: bool = True,
     workers: int = 2,
+    excluded_variants: frozenset[str] = frozenset(),
 ) -> Path:
     """Write ``speakers`` × ``clips`` 16 kHz WAVs and ``manifest.jsonl`` under ``out_dir``; return the manifest.
 
     Each speaker gets one channel condition (``conditions=False``: clean audio)
-    and its own prompts. A speaker whose synthesis fails is reported on stderr
+    and its own prompts; ``excluded_variants`` as in :func:`sample_speakers`. A speaker whose synthesis fails is reported on stderr
     and left out; the run fails only if none succeeds.
     """
     out_dir = Path(out_dir)
     extra_words = load_dictionary()
     jobs = []
-    for speaker_index, voice in enumerate(sample_speakers(speakers, seed, engines)):
+    for speaker_index, voice in enumerate(sample_speakers(speakers, seed, engines, excluded_variants)):
         condition_rng = np.random.default_rng([seed, speaker_index, 0, 0])
         condition = ChannelCondition.sample(condition_rng) if conditions else None
         text_rng = random.Random(f"{seed}/{voice.speaker_id}")
@@ -304,6 +335,8 @@ examples:
   edgemeta synth --out data/synth --speakers 40 --clips 20 --seed 0
   # the unseen evaluation voices (flite rms and awb), clean
   edgemeta synth --out data/flite --engine flite --speakers 2 --clips 20 --no-effects
+  # espeak-ng speakers whose variants none of a model's training speakers used
+  edgemeta synth --out data/espeak-unseen --engine espeak-ng --speakers 8 --clips 20 --no-effects --unseen-by runtime/builtin
 """
 
 
@@ -325,6 +358,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="synthesizer to draw speakers from; repeat for several (default: espeak-ng and festival)")
     parser.add_argument("--no-effects", action="store_true", help="clean audio: no noise, reverberation, band limit or gain")
     parser.add_argument("--workers", type=int, default=2, help="parallel synthesizer processes (default 2)")
+    parser.add_argument("--unseen-by", type=Path, action="append", default=[], metavar="MODEL",
+                        help="a bundle or checkpoint: draw no espeak-ng variant its training speakers used (repeatable)")
     parser.set_defaults(func=run)
 
 
@@ -332,8 +367,13 @@ def run(args: argparse.Namespace) -> int:
     """Run ``edgemeta synth`` from parsed arguments."""
     started = time.perf_counter()
     try:
+        excluded = frozenset().union(*(trained_variants(model) for model in args.unseen_by))
+    except (OSError, ValueError) as error:  # a missing or unreadable bundle/checkpoint, named in the message
+        print(f"edgemeta synth: --unseen-by: {error}", file=sys.stderr)
+        return 1
+    try:
         manifest = synthesize_corpus(args.out, args.speakers, args.clips, args.seed,
-                                     tuple(args.engines or TRAINING_ENGINES), not args.no_effects, args.workers)
+                                     tuple(args.engines or TRAINING_ENGINES), not args.no_effects, args.workers, excluded)
     except SynthesisError as error:
         print(f"edgemeta synth: {error}", file=sys.stderr)
         return 1

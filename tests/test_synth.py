@@ -93,3 +93,25 @@ def test_flite_evaluation_set_without_effects(tmp_path: Path) -> None:
     clips = read_manifest(manifest)
     assert sorted(c.speaker for c in clips) == ["flite-awb", "flite-rms"]
     assert all(c.extra["condition"] is None for c in clips)
+
+
+def test_unseen_speakers_share_no_variant_with_a_models_training_speakers() -> None:
+    require("espeak-ng")
+    from edgemeta.runtime.bundle import BUILTIN_BUNDLE
+    from edgemeta.synth import speaker_variant, trained_variants
+
+    assert speaker_variant("espeak-en-gb-x-rp+RicishayMax3-p55-s180") == "RicishayMax3"
+    assert speaker_variant("festival-kal-p105-s1.1") is None
+    trained = trained_variants(BUILTIN_BUNDLE)
+    assert len(trained) > 10  # the built-in bundle was trained on dozens of espeak-ng speakers
+    unseen = sample_speakers(40, seed=2, engines=("espeak-ng",), excluded_variants=trained)
+    assert len({s.speaker_id for s in unseen}) == 40
+    assert not {s.variant for s in unseen} & trained
+    # without the exclusion the same draw does hit trained variants: the exclusion is what separates them
+    assert {s.variant for s in sample_speakers(40, seed=2, engines=("espeak-ng",))} & trained
+
+
+def test_unseen_by_a_missing_model_is_named(tmp_path: Path, capsys) -> None:
+    args = build_parser().parse_args(["synth", "--out", str(tmp_path / "out"), "--unseen-by", str(tmp_path / "nope.pt")])
+    assert args.func(args) == 1
+    assert "nope.pt" in capsys.readouterr().err
