@@ -61,7 +61,6 @@ def test_read_audio_ogg(tmp_path):
     ("empty", "empty"),
     ("nan", "NaN"),
     ("text", "not readable as audio"),
-    ("truncated", "not readable as audio|empty"),
     ("lowrate", "below the 8000 Hz minimum"),
     ("long", "longer than"),
 ])
@@ -73,9 +72,6 @@ def test_bad_audio_names_file_and_problem(tmp_path, case, message):
         soundfile.write(path, np.full(100, np.nan, np.float32), 16000, subtype="FLOAT")
     elif case == "text":
         path.write_text("this is not audio")
-    elif case == "truncated":
-        soundfile.write(path, tone(16000), 16000)
-        path.write_bytes(path.read_bytes()[:30])
     elif case == "lowrate":
         soundfile.write(path, tone(4000), 4000)
     elif case == "long":
@@ -83,3 +79,43 @@ def test_bad_audio_names_file_and_problem(tmp_path, case, message):
     with pytest.raises(AudioError, match=message) as info:
         read_audio(path, max_seconds=2.0)
     assert str(path) in str(info.value)
+
+
+def tone_file(folder, suffix: str, subtype: str, seconds: float = 1.0):
+    """A 16 kHz tone written as ``folder/tone.SUFFIX`` in ``subtype``."""
+    path = folder / f"tone-{subtype}.{suffix}"
+    soundfile.write(path, tone(16000, seconds), 16000, subtype=subtype)
+    return path
+
+
+@pytest.mark.parametrize("suffix, subtype, keep", [
+    ("wav", "PCM_16", 60),  # the RIFF header and 8 of its 16000 frames
+    ("wav", "PCM_16", 30),  # cut inside the header, before the samples
+    ("wav", "FLOAT", -1),  # one byte short of the data chunk's promise
+    ("aiff", "PCM_16", 1000),
+    ("flac", "PCM_16", 0.5),  # its STREAMINFO promises the frames; decoding fails half-way
+    ("ogg", "VORBIS", -50),  # the last page cut: libsndfile logs the missing end-of-stream mark
+])
+def test_truncated_file_is_named_and_called_truncated(tmp_path, suffix, subtype, keep):
+    """libsndfile alone reads a cut WAV as the shorter clip it holds; the header's promise says it was cut."""
+    path = tone_file(tmp_path, suffix, subtype, seconds=3.0)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep) if isinstance(keep, float) else keep])
+    with pytest.raises(AudioError, match="truncated") as info:
+        read_audio(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("suffix, subtype", [("wav", "PCM_16"), ("wav", "FLOAT"), ("aiff", "PCM_16"), ("flac", "PCM_16"), ("ogg", "VORBIS")])
+def test_whole_files_are_not_called_truncated(tmp_path, suffix, subtype):
+    assert len(read_audio(tone_file(tmp_path, suffix, subtype))) == 16000
+
+
+def test_a_wav_streamed_without_its_length_is_read_to_its_end(tmp_path):
+    """Recorders writing to a pipe leave 0xFFFFFFFF as the RIFF and data sizes: unknown, not a promise."""
+    path = tone_file(tmp_path, "wav", "PCM_16")
+    data = bytearray(path.read_bytes())
+    assert data[36:40] == b"data"
+    data[4:8] = data[40:44] = b"\xff\xff\xff\xff"
+    path.write_bytes(bytes(data))
+    assert len(read_audio(path)) == 16000
