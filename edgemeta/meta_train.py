@@ -24,25 +24,24 @@ import argparse
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
+from edgemeta.adaptation_methods import META_TRAINING_METHODS, AdaptationMethod, adaptation_method
 from edgemeta.batching import ctc_min_frames
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint, new_checkpoint, save_checkpoint
 from edgemeta.corpus import load_corpus
+from edgemeta.distributed import Ranks
 from edgemeta.meta_learning import (
     FINETUNE_GRID,
     AdaptedPart,
     AlgorithmConfig,
     LearnedRates,
-    adapt_head,
     encode_episodes,
     pooled_cer,
     query_loss_after_adaptation,
@@ -52,16 +51,13 @@ from edgemeta.meta_learning import (
     task_loss,
 )
 from edgemeta.model import SpeechRecognizer
+from edgemeta.runtime.adapter import CER_TOLERANCE
 from edgemeta.speaker_tasks import Episode, EpisodeSampler, Task, speaker_tasks, split_speakers
-from edgemeta.splits import shared_corpus
-
-__all__ = ["MetaTrainConfig", "meta_train", "adapt_head", "load_tasks", "add_parser"]
+from edgemeta.splits import SPEECHOCEAN, shared_corpus
+from edgemeta.training_curves import plot_training_curves
 
 log = logging.getLogger(__name__)
-SPEECHOCEAN = "speechocean762-train"
-TRAIN_METHODS = ("meta-sgd", "maml", "fomaml", "reptile", "finetune", "ctc-control")
 DEFAULT_INNER_RATE = 0.01
-WORSE_MARGIN = 0.01
 
 
 @dataclass
@@ -78,8 +74,9 @@ class MetaTrainConfig:
     ``freeze_body`` (default) keeps the body fixed, so only head init and λ
     learn, and caches its features: about ten times more meta-steps per
     minute, which is what lets λ learn in a 15-minute budget.
-    ``first_order`` is Meta-SGD's default (exact second order costs ~10x per
-    step through the torch-ops CTC); ``maml`` is always exact.
+    ``first_order`` overrides the method's order where it is choosable
+    (Meta-SGD; ``None``: the method's default, first order: exact second
+    order costs ~10x per step through the torch-ops CTC).
     """
 
     init: str = ""
@@ -91,7 +88,7 @@ class MetaTrainConfig:
     max_steps: int | None = None
     inner_steps: int = 3
     inner_rate: float | None = None
-    first_order: bool = True
+    first_order: bool | None = None
     rate_parameterisation: str = "log"
     scope: str = "head"
     k: int = 5
@@ -115,70 +112,25 @@ class MetaTrainConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.method not in TRAIN_METHODS:
-            raise ValueError(f"method must be one of {', '.join(TRAIN_METHODS)}, got {self.method!r}")
+        if self.method not in META_TRAINING_METHODS:
+            raise ValueError(f"method must be one of {', '.join(META_TRAINING_METHODS)}, got {self.method!r}")
         if self.k < 1 or self.query < 1 or self.meta_batch < 1 or self.inner_steps < 0:
             raise ValueError("k, query and meta_batch must be >= 1 and inner_steps >= 0")
 
+    @property
+    def adaptation(self) -> AdaptationMethod:
+        """The method's row of the adaptation table."""
+        return adaptation_method(self.method)
+
     def algorithm(self) -> AlgorithmConfig:
-        """The inner-loop settings (``ctc-control`` and ``finetune`` adapt as fine-tuning does)."""
-        method = "finetune" if self.method == "ctc-control" else self.method
-        return AlgorithmConfig(method, self.inner_steps, self.inner_rate, self.first_order, self.rate_parameterisation, self.scope)
+        """The inner-loop settings (a control adapts as the method it stands in for: ``ctc-control`` as fine-tuning)."""
+        first_order = not self.adaptation.second_order(self.first_order)
+        return AlgorithmConfig(self.adaptation.adapts_as, self.inner_steps, self.inner_rate, first_order, self.rate_parameterisation, self.scope)
 
     @property
     def trains_body(self) -> bool:
         """Whether the outer loop updates the body (never for Reptile and fine-tuning)."""
-        return not self.freeze_body and self.method not in ("reptile", "finetune")
-
-
-@dataclass
-class Ranks:
-    """This process's place in a ``torch.distributed`` job (rank 0 of 1 without one)."""
-
-    rank: int = 0
-    world: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @classmethod
-    def from_environment(cls, device: str = "auto") -> "Ranks":
-        """Join the process group ``torchrun`` describes, if any: nccl on this rank's GPU, gloo on CPU.
-
-        ``device``: ``auto`` (this rank's GPU when there is one), ``cuda`` or ``cpu``.
-        """
-        use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-        where = torch.device("cpu")
-        if use_cuda:
-            where = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.cuda.set_device(where)
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if use_cuda else "gloo")
-        if dist.is_initialized():
-            return cls(dist.get_rank(), dist.get_world_size(), where)
-        return cls(device=where)
-
-    @property
-    def main(self) -> bool:
-        """Rank 0 validates and writes files."""
-        return self.rank == 0
-
-    def sum_(self, tensors: list[torch.Tensor]) -> None:
-        """Sum tensors across ranks in place (one flat all-reduce)."""
-        if self.world == 1:
-            return
-        flat = torch.cat([t.reshape(-1) for t in tensors])
-        dist.all_reduce(flat)
-        offset = 0
-        for t in tensors:
-            t.copy_(flat[offset : offset + t.numel()].view_as(t))
-            offset += t.numel()
-
-    def max(self, value: float) -> float:
-        """The largest ``value`` over ranks, so that time-based decisions agree."""
-        if self.world == 1:
-            return value
-        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-        return float(tensor)
+        return not self.freeze_body and self.adaptation.trains_body
 
 
 def load_tasks(config: MetaTrainConfig) -> tuple[list[Task], list[Task], list[str]]:
@@ -207,6 +159,7 @@ class MetaTrainer:
     def __init__(self, config: MetaTrainConfig, model: SpeechRecognizer, train_tasks: list[Task], dev_tasks: list[Task], ranks: Ranks) -> None:
         self.config, self.model, self.ranks = config, model, ranks
         self.algorithm = config.algorithm()
+        self.training = config.adaptation.meta_training
         self.part = AdaptedPart(model, config.scope)
         self.sampler = EpisodeSampler(train_tasks, config.k, config.query, config.seed, config.condition_rate)
         self.dev_episodes = EpisodeSampler(dev_tasks, config.val_k, config.val_scored, config.seed).fixed_episodes() if dev_tasks else []
@@ -216,13 +169,13 @@ class MetaTrainer:
         for param in model.parameters():
             param.requires_grad_(id(param) in adapted_ids or config.trains_body)
         self.rates: LearnedRates | None = None
-        if config.method == "meta-sgd":
+        if config.adaptation.rate == "per-parameter":
             shapes = {name: p.shape for name, p in self.part.params().items()}
             self.rates = LearnedRates(shapes, config.inner_rate, config.rate_parameterisation, adapted[0].dtype, config.max_rate)
             self.rates.to(adapted[0].device)
         # A frozen body's features never change: compute each clean clip's once (training and dev clips).
         self.cache: dict[str, torch.Tensor] | None = {} if not config.trains_body and config.condition_rate == 0 else None
-        if config.method == "reptile":
+        if self.training == "reptile":
             self.optimizer: torch.optim.Optimizer = torch.optim.SGD(adapted, lr=config.reptile_step)
         else:
             groups = [{"params": adapted + (body if config.trains_body else []), "lr": config.outer_lr}]
@@ -241,7 +194,7 @@ class MetaTrainer:
         totals = torch.tensor(self._accumulate_gradients(episodes) if episodes else [0.0] * 3, dtype=torch.float64, device=self.ranks.device)
         self.ranks.sum_([p.grad for p in self.trainable] + [totals])
         grad_norm = float("nan")
-        if config.method != "reptile":
+        if self.training != "reptile":
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, config.clip_norm))
         factor = _learning_rate_factor(config, step, elapsed)
         for group, base in zip(self.optimizer.param_groups, self.base_lrs):
@@ -259,10 +212,11 @@ class MetaTrainer:
         """
         config, weight = self.config, 1.0 / self.config.meta_batch
         with torch.set_grad_enabled(config.trains_body):
-            support_gradient = self.algorithm.second_order or config.method == "ctc-control"
+            # Plain CTC trains on support and query clips alike, so its support features need a graph as second order's do.
+            support_gradient = self.algorithm.second_order or self.training == "plain-ctc"
             batches = encode_episodes(self.part, episodes, self.cache, support_gradient)
         params = self.part.params()
-        if config.method == "reptile":
+        if self.training == "reptile":
             before = after = 0.0
             for batch in batches:
                 direction, stats = reptile_direction(self.part, config.inner_rate, batch.clips, config.inner_steps)
@@ -270,7 +224,7 @@ class MetaTrainer:
                     params[name].grad.add_(value, alpha=weight)
                 before, after = before + weight * stats["support_before"], after + weight * stats["support_after"]
             return [after, before, after]
-        if config.method == "ctc-control":
+        if self.training == "plain-ctc":
             loss = weight * sum(task_loss(self.part, params, batch.clips) for batch in batches)
             loss.backward()
             return [loss.item()] * 3
@@ -295,7 +249,7 @@ class MetaTrainer:
         with torch.no_grad():
             batches = encode_episodes(self.part, self.dev_episodes, self.cache)
         scores = score_adaptation(self.part, self.dev_episodes, batches, self.current_rates(), self.config.inner_steps)
-        worse = sum(s.after.cer > s.before.cer + WORSE_MARGIN for s in scores) / len(scores)
+        worse = sum(s.after.cer > s.before.cer + CER_TOLERANCE for s in scores) / len(scores)
         return {"dev_cer_k0": pooled_cer([s.before for s in scores]), "dev_cer": pooled_cer([s.after for s in scores]), "dev_worse": worse}
 
     def rate_summary(self) -> dict[str, list[float]]:
@@ -363,13 +317,14 @@ def meta_train(
         "recipe": "meta-train", "config": asdict(config), "init": config.init, "init_method": init.get("method"),
         "data": sources or [], "scope": config.scope, "pretraining": init.get("provenance", {}),
     }
-    if config.method == "finetune":
+    training = config.adaptation.meta_training
+    if training == "rate-only":
         return _finetune(config, model, init, dev_tasks, provenance, ranks)
     if state["inner_rate"] is None:
         started = time.monotonic()
         if config.inner_rate is not None:
             state["inner_rate"] = config.inner_rate
-        elif config.method == "ctc-control" or not dev_tasks:  # ctc-control picks its rate after training
+        elif training == "plain-ctc" or not dev_tasks:  # the plain-CTC control picks its rate after training
             state["inner_rate"] = DEFAULT_INNER_RATE
         else:
             state["inner_rate"] = _select_rate(AdaptedPart(model, config.scope), dev_tasks, config)[0]
@@ -382,7 +337,6 @@ def meta_train(
         trainer.load_state(state["trainer"])
         torch.set_rng_state(state["rng"])
     speakers = sorted(set(init.get("training_speakers", [])) | {task.name for task in train_tasks})
-    method = "finetune" if config.method == "ctc-control" else config.method
     if ranks.main:
         out.mkdir(parents=True, exist_ok=True)
         log.info("%s: %d training tasks, %d dev tasks, %d clips too short for CTC alignment",
@@ -390,10 +344,10 @@ def meta_train(
 
     def checkpoint_now(scalar_rate: float | None = None, extra: dict | None = None) -> dict[str, Any]:
         state["trainer"], state["rng"] = trainer.state(), torch.get_rng_state()
-        if scalar_rate is None and config.method in ("maml", "fomaml", "reptile"):
-            scalar_rate = config.inner_rate
+        if scalar_rate is None and config.adaptation.rate == "scalar" and training != "plain-ctc":
+            scalar_rate = config.inner_rate  # the α it meta-trained with
         return new_checkpoint(
-            model, method, config.inner_steps, speakers, rates=trainer.full_rates(), scalar_rate=scalar_rate,
+            model, config.adaptation.adapts_as, config.inner_steps, speakers, rates=trainer.full_rates(), scalar_rate=scalar_rate,
             provenance={**provenance, "training_seconds": state["elapsed"], "meta_steps": state["step"], **(extra or {})},
             state=dict(state),
         )
@@ -431,7 +385,7 @@ def meta_train(
     bar.close()
     extra = {}
     scalar_rate = None
-    if config.method == "ctc-control":
+    if training == "plain-ctc":
         scalar_rate, table = _select_rate(trainer.part, dev_tasks, config)
         extra = {"control": "plain CTC on the meta-training episodes, same budget", "rate_grid_cer": table}
     final = checkpoint_now(scalar_rate, extra)
@@ -462,42 +416,12 @@ def _finetune(config: MetaTrainConfig, model: SpeechRecognizer, init: dict[str, 
     """The fine-tuning baseline: ``init``'s weights and the best scalar rate on the dev speakers."""
     rate, table = _select_rate(AdaptedPart(model, config.scope), dev_tasks, config)
     checkpoint = new_checkpoint(
-        model, "finetune", config.inner_steps, init.get("training_speakers", []), scalar_rate=rate,
+        model, config.adaptation.adapts_as, config.inner_steps, init.get("training_speakers", []), scalar_rate=rate,
         provenance={**provenance, "rate_grid_cer": table},
     )
     if ranks.main:
         save_checkpoint(Path(config.out) / "last.pt", checkpoint)
     return checkpoint
-
-
-def plot_training_curves(metrics_path: Path, png_path: Path) -> None:
-    """Query loss, dev CER (k=0 and adapted) and λ medians against meta-steps, from ``metrics.jsonl``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    steps = [r["step"] for r in records if "loss" in r]
-    for key, label in (("support_before", "support, before"), ("support_after", "support, adapted"), ("loss", "query, adapted")):
-        axes[0].plot(steps, [r[key] for r in records if "loss" in r], label=label)
-    axes[0].set(xlabel="meta-step", ylabel="CTC loss", title="training loss")
-    dev = [r for r in records if "dev_cer" in r]
-    axes[1].plot([r["step"] for r in dev], [r["dev_cer_k0"] for r in dev], "o-", label="k=0")
-    axes[1].plot([r["step"] for r in dev], [r["dev_cer"] for r in dev], "o-", label="adapted")
-    axes[1].set(xlabel="meta-step", ylabel="CER", title="dev speakers")
-    with_rates = [r for r in records if r.get("rates")]
-    for name in with_rates[0]["rates"] if with_rates else []:
-        axes[2].plot([r["step"] for r in with_rates], [r["rates"][name][1] for r in with_rates], label=name)
-    axes[2].set(xlabel="meta-step", ylabel="median λ", title="learned rates", yscale="log" if with_rates else "linear")
-    for ax in axes:
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
 
 
 EXAMPLES = """\
@@ -536,9 +460,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--init", required=True, help="checkpoint to start from (a pretrained model's last.pt)")
-    parser.add_argument("--method", choices=TRAIN_METHODS, default=defaults.method,
-                        help="meta-sgd: learned per-parameter rates; maml/fomaml: fixed rate, second/first order; "
-                             "reptile; finetune: only pick the baseline's scalar rate; ctc-control: plain CTC control")
+    parser.add_argument("--method", choices=META_TRAINING_METHODS, default=defaults.method,
+                        help="; ".join(f"{name}: {adaptation_method(name).summary}" for name in META_TRAINING_METHODS))
     parser.add_argument("--out", required=True, help="run folder: last.pt, best.pt, metrics.jsonl, training_curves.png")
     parser.add_argument("--manifest", action="append", default=[], help="extra JSONL manifest of training speakers (repeatable)")
     parser.add_argument("--speechocean", action=argparse.BooleanOptionalAction, default=True,
@@ -549,7 +472,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--inner-rate", type=float, default=defaults.inner_rate,
                         help="MAML/Reptile's rate α, Meta-SGD's initial λ (default: the fine-tuning grid's best rate for --init on the dev speakers)")
     parser.add_argument("--first-order", action=argparse.BooleanOptionalAction, default=defaults.first_order,
-                        help="Meta-SGD without second derivatives (default); --no-first-order: exact, ~10x slower per step")
+                        help="Meta-SGD without second derivatives (its default); --no-first-order: exact, ~10x slower per step")
     parser.add_argument("--k", type=int, default=defaults.k, help="support clips per episode (default: %(default)s)")
     parser.add_argument("--query", type=int, default=defaults.query, help="query clips per episode (default: %(default)s)")
     parser.add_argument("--meta-batch", type=int, default=defaults.meta_batch, help="episodes (speakers) per meta-step (default: %(default)s)")

@@ -15,6 +15,7 @@ import os
 from functools import cache
 from pathlib import Path
 
+SPEECHOCEAN = "speechocean762-train"  # the corpus this split divides, by its folder name
 SPLIT_FILE = Path(__file__).parent / "splits" / "speechocean762.json"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
