@@ -14,7 +14,7 @@ COMMAND_MODULES = (
     "edgemeta.synth",
     "edgemeta.train",
     "edgemeta.meta_train",
-    "edgemeta.evaluate",
+    "edgemeta.evaluation.command",
     "edgemeta.export_command",
     "edgemeta.language_model",
     "edgemeta.benchmarks.peers",

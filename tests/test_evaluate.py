@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from conftest import REPO, skip_or_fail
-from edgemeta import evaluate
 from edgemeta.checkpoint import load_checkpoint, save_checkpoint
 from edgemeta.cli import main
 from edgemeta.meta_learning import transcribe
 from edgemeta.corpus import Utterance, load_corpus
+from edgemeta.evaluation import adaptation_runs, models
+from edgemeta.evaluation.datasets import split_speaker
 from edgemeta.runtime.audio import write_audio
 from edgemeta.runtime.ctc_decode import BeamSearch, greedy_decode
 from edgemeta.runtime.manifest import Clip, write_manifest
@@ -79,7 +80,7 @@ def test_eval_records_protocol_and_reports(manifest: Path, pretrained: Path, tin
     scored: dict[str, list[frozenset[str]]] = defaultdict(list)
     supports: list[frozenset[str]] = []
     speaker_of = {text: speaker for speaker, texts in TEXTS.items() for text in texts}
-    original_score, original_adapt_head, original_enroll = evaluate.score, evaluate.adapt_head, evaluate.Adapter.enroll
+    original_score, original_adapt_head, original_enroll = adaptation_runs.score, models.adapt_head, models.Adapter.enroll
 
     def spy_score(references, hypotheses):
         scored[speaker_of[references[0]]].append(frozenset(references))
@@ -93,9 +94,9 @@ def test_eval_records_protocol_and_reports(manifest: Path, pretrained: Path, tin
         supports.append(frozenset(c.text for c in clips))
         return original_enroll(self, clips)
 
-    monkeypatch.setattr(evaluate, "score", spy_score)
-    monkeypatch.setattr(evaluate, "adapt_head", spy_adapt_head)
-    monkeypatch.setattr(evaluate.Adapter, "enroll", spy_enroll)
+    monkeypatch.setattr(adaptation_runs, "score", spy_score)
+    monkeypatch.setattr(models, "adapt_head", spy_adapt_head)
+    monkeypatch.setattr(models.Adapter, "enroll", spy_enroll)
     out = tmp_path / "out" / "eval.jsonl"
     code = main(["eval", "--manifest", str(manifest), "--model", f"pretrained={pretrained}", "--model", f"meta-sgd={bundle_dir}",
                  "--model", f"maml={tiny_checkpoint}", "--methods", "none,finetune,maml,meta-sgd,meta-sgd-scalar",
@@ -104,7 +105,7 @@ def test_eval_records_protocol_and_reports(manifest: Path, pretrained: Path, tin
     assert code == 0, captured.err
 
     records = read_records(out)
-    assert all(list(r) == list(evaluate.RECORD_KEYS) for r in records)
+    assert all(list(r) == list(adaptation_runs.RECORD_KEYS) for r in records)
     assert {r["dataset"] for r in records} == {"synthset"}
     assert {r["speaker"] for r in records} == {"spk-a", "voice-b"}  # "lonely" has no clip left to adapt on
     keys = [(r["model"], r["method"], r["k"], r["speaker"], r["seed"]) for r in records]
@@ -161,10 +162,10 @@ def test_cli_guard_on_a_bundle_archive(manifest: Path, bundle_archive: Path, tmp
 
 
 def test_greedy_makes_a_bundle_decode_as_checkpoints_do(bundle_dir: Path, tiny_checkpoint: Path) -> None:  # noqa: F811
-    bundle = evaluate.load_model("meta-sgd", bundle_dir, 1, guard=False, greedy=True)
+    bundle = models.load_model("meta-sgd", bundle_dir, 1, guard=False, greedy=True)
     assert bundle.recognizer.decode is greedy_decode and bundle.decoding == "best-path"
-    assert isinstance(evaluate.load_model("meta-sgd", bundle_dir, 1, guard=False).recognizer.decode, BeamSearch)
-    assert evaluate.load_model("maml", tiny_checkpoint, 1, guard=False).decoding == "best-path"
+    assert isinstance(models.load_model("meta-sgd", bundle_dir, 1, guard=False).recognizer.decode, BeamSearch)
+    assert models.load_model("maml", tiny_checkpoint, 1, guard=False).decoding == "best-path"
 
 
 @pytest.mark.parametrize("content, message", [
@@ -202,11 +203,11 @@ def _utterances(speaker: str, count: int) -> list[Utterance]:
 
 def test_scored_set_is_fixed_and_adaptation_draws_are_nested() -> None:
     root = Path("/data/set")
-    digits = evaluate.split_speaker("jackson", _utterances("jackson", 500), root)
+    digits = split_speaker("jackson", _utterances("jackson", 500), root)
     assert (len(digits.scored), len(digits.pool)) == (10, 490)
-    reading = evaluate.split_speaker("so762-0001", _utterances("so762-0001", 20), root)
+    reading = split_speaker("so762-0001", _utterances("so762-0001", 20), root)
     assert (len(reading.scored), len(reading.pool)) == (10, 10)
-    shuffled = evaluate.split_speaker("so762-0001", _utterances("so762-0001", 20)[::-1], root)
+    shuffled = split_speaker("so762-0001", _utterances("so762-0001", 20)[::-1], root)
     assert [u.source for u in shuffled.scored] == [u.source for u in reading.scored]
     assert reading.support(0, 5) == reading.support(0, 10)[:5]
     assert [u.source for u in reading.support(0, 5)] != [u.source for u in reading.support(1, 5)]
@@ -215,7 +216,7 @@ def test_scored_set_is_fixed_and_adaptation_draws_are_nested() -> None:
 
 def test_cached_scored_features_give_the_full_model_transcripts(manifest: Path, tiny_checkpoint: Path) -> None:
     utterances = [u for u in load_corpus(manifest, progress=False) if u.speaker != "lonely"]
-    model = evaluate.CheckpointModel("meta-sgd", tiny_checkpoint)
+    model = models.CheckpointModel("meta-sgd", tiny_checkpoint)
     adapted = model.adapt(utterances[:3], None).weights
     prepared = model.prepare(utterances[3:])
     for weights in (None, adapted):

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemeta.evaluate import load_dataset
+from edgemeta.evaluation.datasets import load_dataset
 from edgemeta.runtime.bundle import BUILTIN_BUNDLE, load_bundle
 from edgemeta.runtime.ctc_decode import BeamSearch, Decoder, greedy_decode, word_list_search
 from edgemeta.runtime.language_model import CharNgram, read_text_counts

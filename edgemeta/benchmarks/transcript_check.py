@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgemeta.evaluate import load_dataset
+from edgemeta.evaluation.datasets import load_dataset
 from edgemeta.runtime.bundle import BUILTIN_BUNDLE, load_bundle
 from edgemeta.runtime.clip_checks import MISMATCH_NATS_PER_CHAR, alignment_score
 from edgemeta.runtime.recognizer import Recognizer

@@ -1,0 +1,80 @@
+"""Each manifest's speakers split by the protocol: a fixed scored set per speaker and the pool adaptation clips are drawn from."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgemeta.corpus import Utterance, load_corpus
+from edgemeta.evaluation import EvalError
+from edgemeta.runtime.manifest import ManifestError
+from edgemeta.splits import SPEECHOCEAN, dev_speakers
+
+SCORED_CLIPS = 10
+
+
+def _rank(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class SpeakerClips:
+    """One speaker's fixed scored clips and the pool its adaptation clips are drawn from; ``names`` by clip source."""
+
+    speaker: str
+    scored: list[Utterance]
+    pool: list[Utterance]
+    names: dict[str, str]
+
+    def support(self, seed: int, k: int) -> list[Utterance]:
+        """The first ``k`` pool clips in seed ``seed``'s order (nested across k)."""
+        order = sorted(self.pool, key=lambda u: _rank(f"{seed}/{self.speaker}/{self.names[u.source]}"))
+        return order[:k]
+
+
+def split_speaker(speaker: str, utterances: list[Utterance], root: Path) -> SpeakerClips:
+    """Scored set and adaptation pool of one speaker's clips (``root``: the manifest's folder, for clip names)."""
+    names = {}
+    for u in utterances:
+        source = Path(u.source)
+        names[u.source] = str(source.relative_to(root)) if source.is_relative_to(root) else str(source)
+    ordered = sorted(utterances, key=lambda u: _rank(f"{speaker}/{names[u.source]}"))
+    cut = len(ordered) - min(SCORED_CLIPS, len(ordered) // 2)
+    return SpeakerClips(speaker, ordered[cut:], ordered[:cut], names)
+
+
+@dataclass
+class Dataset:
+    """One manifest's speakers, split by the protocol; ``name`` is the manifest's folder name."""
+
+    name: str
+    manifest: Path
+    speakers: list[SpeakerClips]
+    notes: list[str] = field(default_factory=list)
+
+
+def load_dataset(manifest: Path) -> Dataset:
+    """Read a manifest and split its speakers; speechocean762-train keeps only the committed split's dev speakers."""
+    root = manifest.resolve().parent
+    held_out = dev_speakers() if root.name == SPEECHOCEAN else None
+    try:
+        utterances = load_corpus(manifest, include_speakers=held_out)
+    except ManifestError as error:
+        raise EvalError(str(error)) from None
+    notes = []
+    if held_out is not None:
+        notes.append(f"{root.name}: only the {len(held_out)} dev speakers of the committed split are scored (the others trained the models)")
+    by_speaker: dict[str, list[Utterance]] = defaultdict(list)
+    for u in utterances:
+        by_speaker[u.speaker].append(u)
+    speakers = []
+    for speaker in sorted(by_speaker):
+        if len(by_speaker[speaker]) < 2:
+            notes.append(f"{root.name}: speaker {speaker} skipped (1 clip: nothing left to adapt on after scoring)")
+        else:
+            speakers.append(split_speaker(speaker, by_speaker[speaker], root))
+    if not speakers:
+        raise EvalError(f"{manifest}: no speaker with at least 2 readable clips (scored + adaptation)")
+    return Dataset(root.name, manifest, speakers, notes)
