@@ -13,30 +13,13 @@ A checkpoint is a dict saved with ``torch.save``:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from edgemeta.model import ModelConfig, SpeechRecognizer
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """Call ``write(file_object)`` on a temporary file beside ``path``, fsync, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from edgemeta.runtime.atomic_file import atomic_write
 
 
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:

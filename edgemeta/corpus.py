@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from edgemeta.runtime.atomic_file import atomic_write
 from edgemeta.runtime.audio import AudioError, read_audio
 from edgemeta.runtime.manifest import Clip, read_manifest
 from edgemeta.runtime.text import normalize_text
@@ -77,10 +78,7 @@ def _load_audio(manifest: Path, clips: list[Clip], progress: bool) -> list[np.nd
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     kept = [a for a in audios if a is not None]
     samples = (np.clip(np.concatenate(kept), -1, 1) * 32767).astype(np.int16) if kept else np.zeros(0, np.int16)
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, samples=samples, offsets=offsets)
-    os.replace(tmp, cache_file)
+    atomic_write(cache_file, lambda handle: np.savez(handle, samples=samples, offsets=offsets))
     return audios
 
 

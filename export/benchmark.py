@@ -25,12 +25,14 @@ import torch
 
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint
 from edgemeta.export import parity
-from edgemeta.export.bundle_writer import INT8_FILE, write_bundle
+from edgemeta.export.bundle_writer import write_bundle
 from edgemeta.runtime.audio import read_audio
-from edgemeta.runtime.bundle import MODEL_FILE, WEIGHTS_FILE, Bundle, load_bundle
+from edgemeta.runtime.bundle import Bundle, load_bundle
+from edgemeta.runtime.bundle_format import INT8_FILE, LENGTHS, LOG_PROBS, MODEL_FILE, WAVEFORM, WEIGHTS_FILE
 from edgemeta.runtime.ctc_decode import greedy_decode
 from edgemeta.runtime.manifest import read_clips
 from edgemeta.runtime.metrics import score
+from edgemeta.runtime.streaming import GraphStream
 from edgemeta.runtime.text import normalize_text
 
 SYNTHETIC_SECONDS = (3.0,) * 10
@@ -49,7 +51,7 @@ def _time_per_pass(run: Callable[[np.ndarray], np.ndarray], clips: Sequence[np.n
 
 def _onnx_runner(session: onnxruntime.InferenceSession) -> Callable[[np.ndarray], np.ndarray]:
     def run(clip: np.ndarray) -> np.ndarray:
-        return session.run(["log_probs"], {"waveform": clip[None], "lengths": np.array([len(clip)])})[0][0]
+        return session.run([LOG_PROBS], {WAVEFORM: clip[None], LENGTHS: np.array([len(clip)])})[0][0]
     return run
 
 
@@ -61,18 +63,9 @@ def _torch_runner(model: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _stream_runner(bundle: Bundle) -> Callable[[np.ndarray], np.ndarray]:
-    """``stream.onnx`` fed chunk by chunk, as live audio would be."""
-    session, chunk = bundle.stream_session(threads=1), bundle.streaming["chunk_samples"]
-
-    def run(clip: np.ndarray) -> np.ndarray:
-        padded = np.pad(clip, (0, -len(clip) % chunk))[None]
-        state, pieces = bundle.initial_stream_state(), []
-        for start in range(0, padded.shape[1], chunk):
-            out = session.run(None, {"chunk": padded[:, start : start + chunk], **state})
-            pieces.append(out[0][0])
-            state = dict(zip(state, out[2:]))
-        return np.concatenate(pieces)
-    return run
+    """``stream.onnx`` fed chunk by chunk and flushed with the silent tail, as the device streams."""
+    stream = GraphStream(bundle, threads=1)
+    return lambda clip: stream.run(clip)[0]
 
 
 def benchmark(checkpoint: Path, manifest: Path | None, clips_count: int, repeats: int, folder: Path) -> dict[str, Any]:
@@ -142,7 +135,7 @@ def markdown(report: dict[str, Any]) -> str:
     rows = [
         ("parameters", f"{report['parameters']:,}"),
         ("export wall time (int8, archive, parity)", f"{report['export_seconds']} s"),
-        ("model.onnx + weights.bin / model.int8.onnx", f"{report['model_onnx_bytes'] / 1e6:.2f} MB / {report['model_int8_onnx_bytes'] / 1e6:.2f} MB "
+        (f"{MODEL_FILE} + {WEIGHTS_FILE} / {INT8_FILE}", f"{report['model_onnx_bytes'] / 1e6:.2f} MB / {report['model_int8_onnx_bytes'] / 1e6:.2f} MB "
                                           f"({report['int8_size_ratio']}x)"),
         ("bundle / archive", f"{report['bundle_bytes'] / 1e6:.2f} MB / {report['archive_bytes'] / 1e6:.2f} MB"),
     ]

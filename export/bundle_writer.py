@@ -31,32 +31,32 @@ import torch
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from edgemeta.checkpoint import atomic_write, load_checkpoint, model_from_checkpoint
+from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint
 from edgemeta.export import parity
 from edgemeta.export.onnx_export import export_model, export_stream, share_weights
 from edgemeta.export.quantize import quantize_body
-from edgemeta.export.streaming import StreamingRecognizer
-from edgemeta.model import SpeechRecognizer, head_parameter_names
-from edgemeta.runtime.bundle import (
+from edgemeta.model import SpeechRecognizer, StreamingRecognizer, head_parameter_names
+from edgemeta.runtime.atomic_file import atomic_write
+from edgemeta.runtime.bundle import Bundle, load_bundle, manifest_checksum, sha256_file
+from edgemeta.runtime.bundle_format import (
+    FEATURES,
     FORMAT_VERSION,
     HEAD_FILE,
     HEAD_WEIGHTS_FILE,
+    INT8_FILE,
+    LENGTHS,
+    LM_FILE,
     MANIFEST,
     MODEL_FILE,
     RATES_FILE,
+    STREAM_FILE,
+    WAVEFORM,
     WEIGHTS_FILE,
-    Bundle,
-    load_bundle,
-    manifest_checksum,
-    sha256_file,
 )
 from edgemeta.runtime.ctc_decode import BeamSearch
 from edgemeta.runtime.language_model import CharNgram
 from edgemeta.runtime.text import VOCABULARY
 
-STREAM_FILE = "stream.onnx"
-INT8_FILE = "model.int8.onnx"
-LM_FILE = "lm.npz"
 # Used when a checkpoint has neither per-parameter nor scalar rates (a plain
 # pretrained model): the best scalar fine-tuning rate measured on dev speakers (DESIGN.md).
 DEFAULT_SCALAR_RATE = 0.01
@@ -155,14 +155,6 @@ def build_manifest(
         "sample_rate": config.sample_rate,
         "vocabulary": list(VOCABULARY),
         "model": config.to_dict(),
-        "frontend": {
-            "n_fft": config.n_fft,
-            "hop_length": config.hop_length,
-            "n_mels": config.n_mels,
-            "log_floor": config.log_floor,
-            "causal": True,
-            "context_samples": model.frontend.context,
-        },
         "head": {
             "parameters": [{"name": n, "shape": list(w.shape), "dtype": "float32"} for n, w in weights.items()],
             "feature_size": config.feature_size,
@@ -207,17 +199,17 @@ def _check_parity(
     reports = []
     session = bundle.session(threads=1)
     reports.append(parity.require(parity.compare_model(model, session, clips)))
-    reports.append(parity.require(parity.compare_model(model, session, clips, injected, graph="model.onnx, injected head")))
+    reports.append(parity.require(parity.compare_model(model, session, clips, injected, graph=f"{MODEL_FILE}, injected head")))
     if bundle.streaming is not None:
         stream = bundle.stream_session(threads=1)
-        reports.append(parity.require(parity.compare_stream(model, stream, bundle.streaming, clips)))
-        report = parity.compare_stream(model, stream, bundle.streaming, clips, injected)
+        reports.append(parity.require(parity.compare_stream(model, bundle, clips, session=stream)))
+        report = parity.compare_stream(model, bundle, clips, injected, session=stream)
         report.graph += ", injected head"
         reports.append(parity.require(report))
-    features = torch.from_numpy(session.run(["features"], {"waveform": clips[0][None], "lengths": np.array([len(clips[0])])})[0])
+    features = torch.from_numpy(session.run([FEATURES], {WAVEFORM: clips[0][None], LENGTHS: np.array([len(clips[0])])})[0])
     with torch.no_grad():
         difference = float((bundle.load_head()(features) - model.head(features)).abs().max())
-    reports.append(parity.require(parity.ParityReport("head.pt vs the PyTorch head", difference, 1, 0, difference)))
+    reports.append(parity.require(parity.ParityReport(f"{HEAD_FILE} vs the PyTorch head", difference, 1, 0, difference)))
     if bundle.has_int8:
         # int8 is an approximation: its agreement is reported, not required.
         reports.append(parity.compare_model(model, bundle.session(threads=1, int8=True), clips, batch_sizes=(1,), graph=INT8_FILE))
@@ -274,11 +266,11 @@ def _write_files(staging: Path, model: SpeechRecognizer, streamer: StreamingReco
         warnings.simplefilter("ignore")
         progress(f"exporting {MODEL_FILE}")
         graphs = {MODEL_FILE: export_model(model)}
-        stage("model.onnx")
+        stage(MODEL_FILE)
         if streamer is not None:
             progress(f"exporting {STREAM_FILE}")
             graphs[STREAM_FILE] = export_stream(streamer)
-            stage("stream.onnx")
+            stage(STREAM_FILE)
         progress(f"scripting {HEAD_FILE}")
         torch.jit.save(torch.jit.script(HeadArchive(model.head)), str(staging / HEAD_FILE))
     progress(f"saving {HEAD_WEIGHTS_FILE}, {RATES_FILE}")

@@ -30,14 +30,22 @@ from torch.nn import functional as F
 # exporter uses); this is the context manager it is built on.
 from torch.nn.utils.stateless import _reparametrize_module
 
-from edgemeta.export.streaming import StreamingRecognizer
-from edgemeta.model import HEAD_PREFIX, SpeechRecognizer
+from edgemeta.model import SpeechRecognizer, StreamingRecognizer
+from edgemeta.runtime.bundle_format import (
+    CHUNK,
+    FEATURES,
+    FRAME_LENGTHS,
+    HEAD_PREFIX,
+    LENGTHS,
+    LOG_PROBS,
+    MODEL_INPUTS,
+    MODEL_OUTPUTS,
+    STREAM_OUTPUTS,
+    WAVEFORM,
+    new_state_name,
+)
 
 OPSET = 17
-MODEL_INPUTS = ("waveform", "lengths")
-MODEL_OUTPUTS = ("log_probs", "features", "frame_lengths")
-STREAM_INPUT = "chunk"
-STREAM_OUTPUTS = ("log_probs", "features")
 EXAMPLE_SAMPLES = 8000
 SHARED_MIN_BYTES = 1024  # smaller tensors (shapes, scalars) stay inline
 ALIGNMENT = 64
@@ -114,11 +122,11 @@ def export_model(model: SpeechRecognizer) -> onnx.ModelProto:
     model = model.eval()
     example = (torch.randn(2, EXAMPLE_SAMPLES), torch.tensor([EXAMPLE_SAMPLES, EXAMPLE_SAMPLES * 3 // 4]))
     dynamic_axes = {
-        "waveform": {0: "batch", 1: "samples"},
-        "lengths": {0: "batch"},
-        "log_probs": {0: "batch", 1: "frames"},
-        "features": {0: "batch", 1: "frames"},
-        "frame_lengths": {0: "batch"},
+        WAVEFORM: {0: "batch", 1: "samples"},
+        LENGTHS: {0: "batch"},
+        LOG_PROBS: {0: "batch", 1: "frames"},
+        FEATURES: {0: "batch", 1: "frames"},
+        FRAME_LENGTHS: {0: "batch"},
     }
     return _trace(WholeUtterance(model), model, example, MODEL_INPUTS, MODEL_OUTPUTS, dynamic_axes)
 
@@ -127,18 +135,15 @@ def export_stream(streamer: StreamingRecognizer) -> onnx.ModelProto:
     """``stream.onnx``: inputs ``chunk`` + ``state.*``; outputs ``log_probs``, ``features``, ``new_state.*``."""
     streamer = streamer.eval()
     state_names = list(streamer.state_shapes())
-    new_state_names = ["new_" + name for name in state_names]
+    new_state_names = [new_state_name(name) for name in state_names]
     example = (torch.randn(2, streamer.chunk_multiple * 4), *streamer.initial_state(2))
     dynamic_axes = {name: {0: "batch"} for name in (*state_names, *new_state_names)}
     dynamic_axes.update({
-        STREAM_INPUT: {0: "batch", 1: "samples"},
-        "log_probs": {0: "batch", 1: "frames"},
-        "features": {0: "batch", 1: "frames"},
+        CHUNK: {0: "batch", 1: "samples"},
+        LOG_PROBS: {0: "batch", 1: "frames"},
+        FEATURES: {0: "batch", 1: "frames"},
     })
-    return _trace(
-        streamer, streamer.model, example, [STREAM_INPUT, *state_names], [*STREAM_OUTPUTS, *new_state_names], dynamic_axes
-    )
-
+    return _trace(streamer, streamer.model, example, [CHUNK, *state_names], [*STREAM_OUTPUTS, *new_state_names], dynamic_axes)
 
 
 def share_weights(graphs: Sequence[onnx.ModelProto], location: str) -> bytes:

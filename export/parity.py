@@ -18,7 +18,10 @@ import torch
 from torch.func import functional_call
 
 from edgemeta.model import SpeechRecognizer
+from edgemeta.runtime.bundle import Bundle
+from edgemeta.runtime.bundle_format import LENGTHS, MODEL_FILE, STREAM_FILE, WAVEFORM
 from edgemeta.runtime.ctc_decode import greedy_decode
+from edgemeta.runtime.streaming import GraphStream
 
 TOLERANCE = 1e-4
 # A well-trained model gives unlikely characters log-probs of -20 to -60, where
@@ -110,7 +113,7 @@ def compare_model(
     session: onnxruntime.InferenceSession,
     clips: Sequence[np.ndarray],
     weights: Mapping[str, torch.Tensor] | None = None,
-    graph: str = "model.onnx",
+    graph: str = MODEL_FILE,
     batch_sizes: Sequence[int] = BATCH_SIZES,
 ) -> ParityReport:
     """``model.onnx`` (inputs ``waveform``, ``lengths``) vs ``model`` on ``clips`` batched ``batch_sizes`` ways."""
@@ -119,7 +122,7 @@ def compare_model(
     for batch_size in batch_sizes:
         for waveform, lengths in _batches(clips, batch_size):
             expected = _reference(model, waveform, lengths, weights)
-            got, _, frames = session.run(None, {"waveform": waveform, "lengths": lengths, **_feeds(weights)})
+            got, _, frames = session.run(None, {WAVEFORM: waveform, LENGTHS: lengths, **_feeds(weights)})
             if got.shape != expected.shape or not np.array_equal(frames, model.frame_lengths(torch.from_numpy(lengths)).numpy()):
                 raise ParityError(f"{graph}: output shape {got.shape} / frame lengths {frames} differ from PyTorch's {expected.shape}")
             for row, n in enumerate(frames):
@@ -132,34 +135,28 @@ def compare_model(
 
 def compare_stream(
     model: SpeechRecognizer,
-    session: onnxruntime.InferenceSession,
-    streaming: Mapping,
+    bundle: Bundle,
     clips: Sequence[np.ndarray],
     weights: Mapping[str, torch.Tensor] | None = None,
     chunk_samples: int | None = None,
+    session: onnxruntime.InferenceSession | None = None,
 ) -> ParityReport:
-    """``stream.onnx`` fed chunk by chunk (as the manifest's ``streaming`` entry describes) vs whole-utterance ``model``."""
+    """The bundle's ``stream.onnx`` fed chunk by chunk as the device feeds it (:class:`GraphStream`) vs whole-utterance ``model``.
+
+    ``session`` reuses an open stream session; ``chunk_samples`` replaces the manifest's chunk size.
+    """
     model = model.eval()
-    chunk = chunk_samples or streaming["chunk_samples"]
+    stream = GraphStream(bundle, weights, session=session, chunk_samples=chunk_samples)
     worst, excess, differing = 0.0, 0.0, 0
     for clip in clips:
-        # the device flushes an utterance with the model's silent tail, as whole-utterance inference has it
-        tail = model.config.tail_samples
-        padded = np.pad(clip, (0, tail + -(len(clip) + tail) % chunk))[None, :]
-        state = {s["name"]: np.zeros((1, *s["shape"]), dtype=np.float32) for s in streaming["state"]}
-        pieces = []
-        for start in range(0, padded.shape[1], chunk):
-            out = session.run(None, {"chunk": padded[:, start : start + chunk], **state, **_feeds(weights)})
-            pieces.append(out[0][0])
-            state = dict(zip(state, out[2:]))
-        got = np.concatenate(pieces)
+        got = stream.run(clip)[0]
         lengths = np.array([len(clip)], dtype=np.int64)
         expected = _reference(model, clip[None, :], lengths, weights)[0]
         n = int(model.frame_lengths(torch.from_numpy(lengths))[0])
         diff, over = _differences(got[:n], expected[:n])
         worst, excess = max(worst, diff), max(excess, over)
         differing += greedy_decode(got, n) != greedy_decode(expected, n)
-    return ParityReport(f"stream.onnx (chunks of {chunk} samples)", worst, len(clips), differing, excess)
+    return ParityReport(f"{STREAM_FILE} (chunks of {stream.chunk} samples)", worst, len(clips), differing, excess)
 
 
 def require(report: ParityReport, tolerance: float = TOLERANCE) -> ParityReport:

@@ -30,6 +30,8 @@ import onnx
 from onnx import helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from edgemeta.runtime.bundle_format import INT8_FILE
+
 FRONTEND_SCOPE = "/frontend/"
 DYNAMIC_OPS = ["MatMul"]
 # op type -> {input index: leading axes that index one output unit (one scale each)}
@@ -105,7 +107,7 @@ def quantize_body(graph_model: onnx.ModelProto, head_names: Iterable[str]) -> on
     graph = graph_model.graph
     excluded = downstream_nodes(graph, head_names) + [node.name for node in graph.node if FRONTEND_SCOPE in node.name]
     with tempfile.TemporaryDirectory() as folder, _quiet_root_logger():
-        output = Path(folder) / "model.int8.onnx"
+        output = Path(folder) / INT8_FILE
         quantize_dynamic(graph_model, output, op_types_to_quantize=DYNAMIC_OPS, weight_type=QuantType.QInt8,
                          per_channel=True, nodes_to_exclude=excluded)
         quantized = onnx.load(output)

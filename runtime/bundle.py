@@ -6,8 +6,10 @@ head as TorchScript (``head.pt``), the initial head weights
 (``head.safetensors``) and the learned rates (``rates.safetensors``), plus
 optional ``stream.onnx``, ``weights.bin`` (the body weights ``model.onnx`` and
 ``stream.onnx`` share), ``model.int8.onnx`` and ``lm.npz`` (the character
-language model of the beam-search decoder, ``manifest["decoder"]``). :func:`load_bundle` checks
-the format version and the sha256 of every listed file before anything is
+language model of the beam-search decoder, ``manifest["decoder"]``); every
+name comes from :mod:`edgemeta.runtime.bundle_format`. :func:`load_bundle` checks
+the format version, that this runtime serves the model's sample rate and
+vocabulary, and the sha256 of every listed file before anything is
 used; each part is read once more as bytes and checked again just before it is
 loaded, so the bytes that are loaded are the bytes that were checked
 (``head.pt`` contains pickled data). sha256 detects corruption, not a
@@ -30,7 +32,8 @@ Streaming (unidirectional models): ``bundle.stream_session()`` takes
 ``chunk`` ``[batch, samples]`` (a multiple of ``streaming["chunk_multiple"]``
 samples) and ``state.*``, starting from :meth:`Bundle.initial_stream_state`,
 and returns ``log_probs``, ``features`` and ``new_state.*`` in the same order;
-the same head names can be fed to it.
+the same head names can be fed to it. :class:`edgemeta.runtime.streaming.GraphStream`
+feeds it as the device does.
 """
 
 from __future__ import annotations
@@ -51,20 +54,24 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 import onnxruntime
 
+from edgemeta.runtime.audio import SAMPLE_RATE
+from edgemeta.runtime.bundle_format import (
+    FORMAT_VERSION,
+    HEAD_FILE,
+    HEAD_WEIGHTS_FILE,
+    MANIFEST,
+    MODEL_FILE,
+    RATES_FILE,
+    REQUIRED_FILES,
+    UPGRADES,
+)
 from edgemeta.runtime.ctc_decode import BeamSearch, Decoder, greedy_decode, word_list_search
 from edgemeta.runtime.language_model import CharNgram, LanguageModelError
+from edgemeta.runtime.text import VOCABULARY
 
 if TYPE_CHECKING:
     import torch
 
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-MODEL_FILE = "model.onnx"
-HEAD_FILE = "head.pt"
-HEAD_WEIGHTS_FILE = "head.safetensors"
-RATES_FILE = "rates.safetensors"
-WEIGHTS_FILE = "weights.bin"  # external data of model.onnx and stream.onnx
-REQUIRED_FILES = (MODEL_FILE, HEAD_FILE, HEAD_WEIGHTS_FILE, RATES_FILE)
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 BUILTIN_BUNDLE = Path(__file__).parent / "builtin"
 
@@ -371,15 +378,19 @@ def read_manifest(directory: Path, source: Path) -> tuple[dict[str, Any], str]:
     if not isinstance(manifest, dict):
         raise BundleError(f"{source}: {MANIFEST} is not a JSON object")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if not (isinstance(version, int) and 1 <= version <= FORMAT_VERSION):
         raise BundleError(
-            f"{source}: {MANIFEST} has format_version {version!r}; this runtime reads format_version {FORMAT_VERSION}"
+            f"{source}: {MANIFEST} has format_version {version!r}; this runtime reads format_version 1 to {FORMAT_VERSION}"
         )
     if manifest.get("checksum") != manifest_checksum(manifest):
         raise BundleError(f"{source}: {MANIFEST} was changed after export (its checksum does not match its content)")
+    # The checksum covers the manifest as written; older versions are brought up to date after it.
+    for older in range(version, FORMAT_VERSION):
+        manifest = UPGRADES[older](manifest)
     for key in ("sample_rate", "vocabulary", "model", "head", "inner_steps", "adaptation", "provenance", "files"):
         if key not in manifest:
             raise BundleError(f"{source}: {MANIFEST} lacks the key {key!r}")
+    check_servable(manifest, source)
     files = manifest["files"]
     optional = [entry["file"] for entry in (manifest.get("streaming"), manifest.get("int8"), manifest.get("decoder")) if entry]
     optional += [manifest["external_data"]["file"]] if manifest.get("external_data") else []
@@ -390,6 +401,22 @@ def read_manifest(directory: Path, source: Path) -> tuple[dict[str, Any], str]:
         if Path(name).name != name or name in (".", "..", MANIFEST):
             raise BundleError(f"{source}: {MANIFEST} lists an invalid file name {name!r}")
     return manifest, sha256_bytes(data)
+
+
+def check_servable(manifest: Mapping[str, Any], source: Path) -> None:
+    """Refuse a model whose audio rate or output symbols this runtime cannot serve.
+
+    Text is normalised, encoded and decoded with :data:`edgemeta.runtime.text.VOCABULARY`,
+    and voice activity (live endpointing, segmenting long files) runs at
+    :data:`edgemeta.runtime.audio.SAMPLE_RATE`; a bundle made for anything
+    else would transcribe garbage rather than fail.
+    """
+    if manifest["sample_rate"] != SAMPLE_RATE:
+        raise BundleError(f"{source}: the model expects {manifest['sample_rate']!r} Hz audio; this runtime serves "
+                          f"{SAMPLE_RATE} Hz models only")
+    if list(manifest["vocabulary"]) != list(VOCABULARY):
+        raise BundleError(f"{source}: the model's vocabulary {manifest['vocabulary']!r} is not this runtime's "
+                          f"{list(VOCABULARY)!r} (index 0 the CTC blank), which its text normaliser and decoders use")
 
 
 def verify_files(directory: Path, manifest: Mapping[str, Any], source: Path) -> None:

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 import numpy as np
 from tqdm import tqdm
 
-from edgemeta.runtime.audio import SAMPLE_RATE, AudioError
+from edgemeta.runtime.audio import AudioError
 from edgemeta.runtime.bundle import BUILTIN_BUNDLE, Bundle, BundleError, load_bundle
+from edgemeta.runtime.bundle_format import FEATURES, HEAD_FILE, LENGTHS, LOG_PROBS, MODEL_FILE, WAVEFORM
 from edgemeta.runtime.language_model import LanguageModelError, read_text_counts
 from edgemeta.runtime.manifest import ManifestError
 from edgemeta.runtime.microphone import MicrophoneError
@@ -105,23 +106,23 @@ def user_head(store: ProfileStore, bundle: Bundle, user: str | None) -> Mapping[
 # Enrollment -----------------------------------------------------------------------
 
 
-def clips_from_microphone(count: int, device: str | None) -> tuple[list[EnrollmentClip], int]:
-    """Show ``count`` sentences and record each from the microphone; returns the clips and the overflow count."""
+def clips_from_microphone(count: int, device: str | None, sample_rate: int) -> tuple[list[EnrollmentClip], int]:
+    """Show ``count`` sentences and record each from the microphone at ``sample_rate``; returns the clips and the overflow count."""
     from edgemeta.runtime.adapter import EnrollmentClip
     from edgemeta.runtime.enrollment import ENROLLMENT_SENTENCES
     from edgemeta.runtime.live import record_utterance
     from edgemeta.runtime.microphone import Microphone
 
     clips = []
-    with Microphone(device) as microphone:
+    with Microphone(device, sample_rate=sample_rate) as microphone:
         say(f"recording from {microphone.device['name']} at {microphone.device_rate} Hz; read each sentence, then pause")
         for index, sentence in enumerate(ENROLLMENT_SENTENCES[:count], 1):
             print(f"[{index}/{count}] Read aloud: {sentence}", flush=True)
-            audio = record_utterance(microphone.chunks())
+            audio = record_utterance(microphone.chunks(), sample_rate)
             if audio is None:
                 say(f"[{index}/{count}] no speech heard, skipping this sentence")
             else:
-                say(f"[{index}/{count}] recorded {len(audio) / SAMPLE_RATE:.1f} s")
+                say(f"[{index}/{count}] recorded {len(audio) / sample_rate:.1f} s")
                 clips.append(EnrollmentClip(f"mic-{index:02d}", audio, sentence))
     return clips, microphone.overflows
 
@@ -154,9 +155,9 @@ def command_enroll(args: argparse.Namespace) -> int:
     store = ProfileStore()
     overflows = 0
     if args.source is not None:
-        clips, unreadable = clips_from_source(args.source)
+        clips, unreadable = clips_from_source(args.source, bundle.sample_rate)
     else:
-        clips, overflows = clips_from_microphone(args.clips, args.device)
+        clips, overflows = clips_from_microphone(args.clips, args.device, bundle.sample_rate)
         unreadable = []
     say(f"enrolling {user}: {len(clips)} readable clips, {bundle.inner_steps} steps, bundle {bundle.source}")
     result, profile = enroll_and_save(bundle, store, user, clips, unreadable, args.threads)
@@ -221,11 +222,11 @@ def command_listen(args: argparse.Namespace) -> int:
         elif sys.stderr.isatty():
             print(f"\r\033[K... {event.text}", end="", file=sys.stderr, flush=True)
 
-    microphone = Microphone(args.device)
+    microphone = Microphone(args.device, sample_rate=bundle.sample_rate)
     mode = "streaming graph" if live.streaming else "whole-utterance model"
     try:
         with microphone:
-            say(f"listening on {microphone.device['name']} ({microphone.device_rate} Hz -> {SAMPLE_RATE} Hz, {mode}); Ctrl-C to stop")
+            say(f"listening on {microphone.device['name']} ({microphone.device_rate} Hz -> {bundle.sample_rate} Hz, {mode}); Ctrl-C to stop")
             for chunk in microphone.chunks():
                 for event in live.feed(chunk):
                     show(event)
@@ -292,7 +293,7 @@ def command_verify(args: argparse.Namespace) -> int:
     bundle.decoder()  # the language model, if any, must load
     noise = np.random.default_rng(0).normal(0, 0.1, (1, bundle.sample_rate)).astype(np.float32)
     log_probs, features = bundle.session(threads=args.threads).run(
-        ["log_probs", "features"], {"waveform": noise, "lengths": np.array([noise.shape[1]])}
+        [LOG_PROBS, FEATURES], {WAVEFORM: noise, LENGTHS: np.array([noise.shape[1]])}
     )
     set_torch_threads(args.threads)
     trainer = HeadTrainer(bundle)  # loads head.pt, head.safetensors and rates.safetensors
@@ -303,7 +304,7 @@ def command_verify(args: argparse.Namespace) -> int:
         bundle.stream_session(threads=args.threads)
     gap = float(np.abs(head_log_probs - log_probs).max())
     if not np.isfinite(log_probs).all() or gap > 1e-3:
-        raise CommandError(f"{bundle.source}: model.onnx and head.pt disagree (max |Δ log-prob| {gap:.2e})", EXIT_BUNDLE)
+        raise CommandError(f"{bundle.source}: {MODEL_FILE} and {HEAD_FILE} disagree (max |Δ log-prob| {gap:.2e})", EXIT_BUNDLE)
     print(f"ok: {bundle.source} (digest {bundle.digest[:12]}): every file matches its sha256, the models load and agree")
     return EXIT_OK
 

@@ -30,15 +30,15 @@ ENROLLMENT_SENTENCES = (
 )
 
 
-def clips_from_source(source: str) -> tuple[list[EnrollmentClip], list[tuple[str, str]]]:
-    """Readable clips of a manifest or folder, and the unreadable ones with their reasons.
+def clips_from_source(source: str, sample_rate: int = SAMPLE_RATE) -> tuple[list[EnrollmentClip], list[tuple[str, str]]]:
+    """Readable clips of a manifest or folder, resampled to ``sample_rate`` (the bundle's), and the unreadable ones with their reasons.
 
     Raises :class:`ManifestError` when the manifest or folder itself cannot be used.
     """
     clips, unreadable = [], []
     for clip in read_clips(source):
         try:
-            clips.append(EnrollmentClip(clip.audio.name, read_audio(clip.audio, SAMPLE_RATE, max_seconds=60), clip.text))
+            clips.append(EnrollmentClip(clip.audio.name, read_audio(clip.audio, sample_rate, max_seconds=60), clip.text))
         except AudioError as error:
             unreadable.append((clip.audio.name, str(error)))
     return clips, unreadable

@@ -18,10 +18,10 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from edgemeta.runtime.audio import SAMPLE_RATE
 from edgemeta.runtime.bundle import Bundle
-from edgemeta.runtime.ctc_decode import Decoder, greedy_decode
+from edgemeta.runtime.ctc_decode import greedy_decode
 from edgemeta.runtime.recognizer import Recognizer
+from edgemeta.runtime.streaming import GraphStream
 from edgemeta.runtime.vad import Endpointer
 
 ENDPOINT_SILENCE_SECONDS = 0.25
@@ -46,10 +46,11 @@ class LiveEvent:
 
 
 class _AudioHistory:
-    """Recent audio addressed by absolute sample position (a growing buffer, trimmed from the front)."""
+    """Recent audio at ``sample_rate`` addressed by absolute sample position (a growing buffer, trimmed from the front)."""
 
-    def __init__(self) -> None:
-        self.buffer = np.zeros(4 * SAMPLE_RATE, dtype=np.float32)
+    def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+        self.buffer = np.zeros(4 * sample_rate, dtype=np.float32)
         self.size = 0
         self.first = 0  # absolute position of buffer[0]
 
@@ -69,51 +70,14 @@ class _AudioHistory:
 
     def forget_before(self, position: int) -> None:
         cut = position - self.first
-        if cut > SAMPLE_RATE:  # trim in steps, not on every chunk
+        if cut > self.sample_rate:  # trim in steps of a second or more, not on every chunk
             self.buffer[: self.size - cut] = self.buffer[cut : self.size]
             self.size -= cut
             self.first = position
 
 
-class _StreamDecoder:
-    """The bundle's streaming graph: feed audio in chunks, carry state, decode the log-probs so far."""
-
-    def __init__(self, bundle: Bundle, head_feeds: Mapping[str, np.ndarray], threads: int) -> None:
-        self.bundle = bundle
-        self.session = bundle.stream_session(threads=threads)
-        self.chunk = int(bundle.streaming["chunk_samples"])
-        self.multiple = int(bundle.streaming.get("chunk_multiple", self.chunk))  # the last chunk may be shorter
-        # the model's silent tail, fed at the end of an utterance as whole-utterance inference appends it
-        self.tail = np.zeros(int(bundle.streaming.get("tail_samples", 0)), dtype=np.float32)
-        self.head_feeds = dict(head_feeds)
-        self.reset()
-
-    def reset(self) -> None:
-        self.state = self.bundle.initial_stream_state()
-        self.pending = np.zeros(0, dtype=np.float32)
-        self.log_probs: list[np.ndarray] = []
-
-    def push(self, audio: np.ndarray, last: bool = False) -> None:
-        self.pending = np.concatenate([self.pending, audio.astype(np.float32, copy=False)])
-        if last:
-            self.pending = np.concatenate([self.pending, self.tail])
-            self.pending = np.concatenate([self.pending, np.zeros(-len(self.pending) % self.multiple, dtype=np.float32)])
-        state_names = list(self.state)
-        while len(self.pending) >= self.chunk or (last and len(self.pending)):
-            chunk, self.pending = self.pending[: self.chunk], self.pending[self.chunk :]
-            outputs = self.session.run(
-                ["log_probs", *[f"new_{name}" for name in state_names]],
-                {"chunk": chunk[None], **self.state, **self.head_feeds},
-            )
-            self.log_probs.append(outputs[0][0])
-            self.state = dict(zip(state_names, outputs[1:]))
-
-    def text(self, decode: Decoder) -> str:
-        return decode(np.concatenate(self.log_probs)) if self.log_probs else ""
-
-
 class LiveTranscriber:
-    """Turns a stream of 16 kHz audio chunks into partial and final transcripts (see the module docstring)."""
+    """Turns a stream of audio chunks at the bundle's sample rate into partial and final transcripts (see the module docstring)."""
 
     def __init__(
         self,
@@ -126,15 +90,15 @@ class LiveTranscriber:
         greedy: bool = False,
         words: Mapping[str, float] | None = None,
     ) -> None:
+        self.rate = bundle.sample_rate
         self.endpointer = Endpointer(silence_seconds)
-        self.partial_samples = int(partial_seconds * SAMPLE_RATE)
-        self.max_samples = int(max_utterance_seconds * SAMPLE_RATE)
-        self.history = _AudioHistory()
+        self.partial_samples = int(partial_seconds * self.rate)
+        self.max_samples = int(max_utterance_seconds * self.rate)
+        self.history = _AudioHistory(self.rate)
         self.decode = bundle.decoder(greedy, words)  # finals; partials are best-path, cheap enough to repeat
-        head_feeds = {} if head is None else bundle.head_inputs(head)
         self.streaming = bundle.streaming is not None
         if self.streaming:
-            self.stream = _StreamDecoder(bundle, head_feeds, threads)
+            self.stream = GraphStream(bundle, head, threads=threads)
         else:
             self.recognizer = Recognizer(bundle, head, threads=threads)
         self.utterance_start: int | None = None
@@ -152,18 +116,19 @@ class LiveTranscriber:
         if self.streaming:
             self.stream.push(self.history.slice(self.fed, end), last=last)
             self.fed = end
-            return self.stream.text(decode)
+            log_probs = self.stream.log_probs()[0]
+            return decode(log_probs) if len(log_probs) else ""
         audio = self.history.slice(self.utterance_start, end)
         return decode(self.recognizer.infer([audio])[0].log_probs) if len(audio) else ""
 
     def _final(self, end: int) -> LiveEvent:
         text = self._text_until(end, last=True)
-        event = LiveEvent("final", text, self.utterance_start / SAMPLE_RATE, end / SAMPLE_RATE, time.monotonic())
+        event = LiveEvent("final", text, self.utterance_start / self.rate, end / self.rate, time.monotonic())
         self.utterance_start = None
         return event
 
     def feed(self, chunk: np.ndarray) -> list[LiveEvent]:
-        """Take the next chunk of 16 kHz audio; return the transcripts it completes."""
+        """Take the next chunk of audio (at the bundle's sample rate); return the transcripts it completes."""
         chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
         self.history.append(chunk)
         events = []
@@ -182,8 +147,8 @@ class LiveTranscriber:
                 self.last_partial_at = now
                 if text != self.last_partial:
                     self.last_partial = text
-                    events.append(LiveEvent("partial", text, self.utterance_start / SAMPLE_RATE, now / SAMPLE_RATE, time.monotonic()))
-        keep_from = now - int(HISTORY_SECONDS * SAMPLE_RATE)
+                    events.append(LiveEvent("partial", text, self.utterance_start / self.rate, now / self.rate, time.monotonic()))
+        keep_from = now - int(HISTORY_SECONDS * self.rate)
         self.history.forget_before(keep_from if self.utterance_start is None else min(keep_from, self.utterance_start))
         return events
 
@@ -200,16 +165,17 @@ class LiveTranscriber:
 
 def record_utterance(
     chunks: Iterator[np.ndarray],
+    sample_rate: int,
     wait_seconds: float = 10.0,
     max_seconds: float = 15.0,
     silence_seconds: float = 0.8,
 ) -> np.ndarray | None:
-    """One spoken utterance from a stream of 16 kHz chunks: from speech start to ``silence_seconds`` of silence.
+    """One spoken utterance from a stream of chunks at ``sample_rate``: from speech start to ``silence_seconds`` of silence.
 
     ``None`` when nobody speaks within ``wait_seconds``; cut at ``max_seconds``.
     """
     endpointer = Endpointer(silence_seconds)
-    history = _AudioHistory()
+    history = _AudioHistory(sample_rate)
     start: int | None = None
     for chunk in chunks:
         history.append(chunk)
@@ -218,8 +184,8 @@ def record_utterance(
                 start = position
             elif kind == "end" and start is not None:
                 return history.slice(start, position)
-        if start is None and history.end > wait_seconds * SAMPLE_RATE:
+        if start is None and history.end > wait_seconds * sample_rate:
             return None
-        if start is not None and history.end - start > max_seconds * SAMPLE_RATE:
+        if start is not None and history.end - start > max_seconds * sample_rate:
             return history.slice(start, history.end)
     return history.slice(start, history.end) if start is not None else None

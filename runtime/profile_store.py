@@ -31,7 +31,6 @@ import os
 import re
 import shutil
 import struct
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -42,6 +41,7 @@ import numpy as np
 from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
+from edgemeta.runtime.atomic_file import atomic_write
 from edgemeta.runtime.audio import SAMPLE_RATE
 
 PROFILE_FORMAT = 1
@@ -162,29 +162,6 @@ def decode_profile(data: bytes, source: Path) -> Profile:
     )
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync, rename over ``path``, fsync the folder."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 class ProfileStore:
     """The profiles of all users under ``home`` (default :func:`edgemeta_home`)."""
 
@@ -259,13 +236,13 @@ class ProfileStore:
         existing = [int(p.name[1:5]) for p in folder.glob("v[0-9][0-9][0-9][0-9].safetensors")]
         profile.version = max([0, *existing, current or 0]) + 1
         profile.created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        _write_atomic(folder / self.version_file(profile.version), encode_profile(profile))
+        atomic_write(folder / self.version_file(profile.version), encode_profile(profile))
         self._point(profile.user, profile.version, current)
         return profile
 
     def _point(self, user: str, current: int, previous: int | None) -> None:
         folder = self.folder(user)
-        _write_atomic(folder / POINTER, json.dumps({"current": current, "previous": previous}).encode("utf-8"))
+        atomic_write(folder / POINTER, json.dumps({"current": current, "previous": previous}).encode("utf-8"))
         keep = {self.version_file(v) for v in (current, previous) if v is not None}
         for path in folder.glob("v*.safetensors"):
             if path.name not in keep:

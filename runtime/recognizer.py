@@ -19,6 +19,7 @@ import numpy as np
 
 from edgemeta.runtime.audio import AudioError, read_audio
 from edgemeta.runtime.bundle import Bundle
+from edgemeta.runtime.bundle_format import FEATURES, FRAME_LENGTHS, LENGTHS, LOG_PROBS, WAVEFORM
 from edgemeta.runtime.vad import speech_segments
 
 MAX_SEGMENT_SECONDS = 20.0
@@ -96,12 +97,12 @@ class Recognizer:
         for row, waveform in zip(batch, waveforms):
             row[: len(waveform)] = waveform
         log_probs, features, frame_lengths = self.session.run(
-            ["log_probs", "features", "frame_lengths"], {"waveform": batch, "lengths": lengths, **self._head_feeds}
+            [LOG_PROBS, FEATURES, FRAME_LENGTHS], {WAVEFORM: batch, LENGTHS: lengths, **self._head_feeds}
         )
         return [ModelOutput(lp[:n], ft[:n]) for lp, ft, n in zip(log_probs, features, frame_lengths.tolist())]
 
     def infer(self, waveforms: Sequence[np.ndarray]) -> list[ModelOutput]:
-        """Model outputs of 16 kHz mono waveforms, batched by similar length, in input order."""
+        """Model outputs of mono waveforms at the bundle's sample rate, batched by similar length, in input order."""
         order = sorted(range(len(waveforms)), key=lambda i: len(waveforms[i]))
         outputs: list[ModelOutput | None] = [None] * len(waveforms)
         limit = BATCH_SECONDS * self.bundle.sample_rate
@@ -117,7 +118,7 @@ class Recognizer:
         return outputs  # type: ignore[return-value]
 
     def transcribe(self, waveforms: Sequence[np.ndarray]) -> list[Transcript]:
-        """Transcripts of 16 kHz mono waveforms; long ones are segmented by voice activity."""
+        """Transcripts of mono waveforms at the bundle's sample rate; long ones are segmented by voice activity."""
         rate = self.bundle.sample_rate
         pieces: list[tuple[int, int, int]] = []  # (waveform index, start sample, end sample)
         for index, waveform in enumerate(waveforms):

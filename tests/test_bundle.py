@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pytest
@@ -15,13 +16,24 @@ import torch
 
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint
 from edgemeta.export.bundle_writer import write_archive
-from edgemeta.runtime.bundle import BUILTIN_BUNDLE, FORMAT_VERSION, BundleError, load_bundle, manifest_checksum
+from edgemeta.runtime import bundle_format
+from edgemeta.runtime.bundle import BUILTIN_BUNDLE, BundleError, load_bundle, manifest_checksum
+from edgemeta.runtime.bundle_format import FORMAT_VERSION, MANIFEST
+from edgemeta.runtime.cli import main as runtime_main
 from export_fixtures import bundle_archive, bundle_dir, copy_bundle, one_torch_thread  # noqa: F401 (fixtures)
 from conftest import REPO
 
 
 def bundle_files(bundle_dir: Path) -> list[str]:
     return sorted(p.name for p in bundle_dir.iterdir())
+
+
+def edit_manifest(bundle: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Apply ``change`` to the bundle's manifest and write it back with a matching checksum (as an exporter would)."""
+    manifest = json.loads((bundle / MANIFEST).read_text())
+    change(manifest)
+    manifest["checksum"] = manifest_checksum(manifest)
+    (bundle / MANIFEST).write_text(json.dumps(manifest))
 
 
 def test_parts_match_the_checkpoint(bundle_dir: Path, tiny_checkpoint: Path) -> None:
@@ -65,22 +77,50 @@ def test_a_missing_file_is_caught_and_named(bundle_dir: Path, tmp_path: Path, na
         load_bundle(copy)
 
 
-def test_unknown_format_version_is_refused(bundle_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", [FORMAT_VERSION + 1, 0, "1"])
+def test_unknown_format_version_is_refused(bundle_dir: Path, tmp_path: Path, version: Any) -> None:
     copy = copy_bundle(bundle_dir, tmp_path)
-    manifest = json.loads((copy / "manifest.json").read_text())
-    manifest["format_version"] = FORMAT_VERSION + 1
-    manifest["checksum"] = manifest_checksum(manifest)
-    (copy / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match=r"manifest\.json has format_version 2"):
+    edit_manifest(copy, lambda manifest: manifest.update(format_version=version))
+    with pytest.raises(BundleError, match=rf"manifest\.json has format_version {version!r}; this runtime reads format_version 1 to"):
+        load_bundle(copy)
+
+
+def test_the_committed_builtin_bundle_loads_and_verifies(capsys: pytest.CaptureFixture[str]) -> None:
+    """A format change must keep reading the shipped bundle (an upgrade step in bundle_format.UPGRADES), never strand it."""
+    assert runtime_main(["verify"]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.startswith(f"ok: {BUILTIN_BUNDLE}")
+
+
+def test_an_older_format_version_is_upgraded_after_its_checksum(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once the format moves on, a bundle of the previous version loads through its upgrade step; its digest stays."""
+    current = load_bundle(BUILTIN_BUNDLE)
+    seen = []
+
+    def upgrade(manifest: dict[str, Any]) -> dict[str, Any]:
+        seen.append(manifest["format_version"])
+        return {**manifest, "format_version": FORMAT_VERSION + 1, "upgraded": True}
+
+    monkeypatch.setattr("edgemeta.runtime.bundle.FORMAT_VERSION", FORMAT_VERSION + 1)
+    monkeypatch.setitem(bundle_format.UPGRADES, FORMAT_VERSION, upgrade)
+    upgraded = load_bundle(BUILTIN_BUNDLE)
+    assert seen == [current.manifest["format_version"]] == [FORMAT_VERSION]
+    assert upgraded.manifest["upgraded"] and upgraded.digest == current.digest
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("sample_rate", 8000, r"expects 8000 Hz audio; this runtime serves 16000 Hz models only"),
+    ("vocabulary", ["<blank>", " ", *"abcdefghijklmnopqrstuvwxyz", "'", "-"], r"vocabulary .* is not this runtime's"),
+])
+def test_a_model_the_runtime_cannot_serve_is_refused_naming_the_bundle(bundle_dir: Path, tmp_path: Path, key: str, value: Any, message: str) -> None:
+    copy = copy_bundle(bundle_dir, tmp_path)
+    edit_manifest(copy, lambda manifest: manifest.update({key: value}))
+    with pytest.raises(BundleError, match=f"^{copy}: .*{message}"):
         load_bundle(copy)
 
 
 def test_a_required_file_must_be_listed(bundle_dir: Path, tmp_path: Path) -> None:
     copy = copy_bundle(bundle_dir, tmp_path)
-    manifest = json.loads((copy / "manifest.json").read_text())
-    del manifest["files"]["head.pt"]
-    manifest["checksum"] = manifest_checksum(manifest)
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    edit_manifest(copy, lambda manifest: manifest["files"].pop("head.pt"))
     with pytest.raises(BundleError, match=r"does not list head\.pt"):
         load_bundle(copy)
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from edgemeta.runtime.atomic_file import atomic_write
 from edgemeta.runtime.profile_store import (
     POINTER,
     Profile,
@@ -137,3 +138,18 @@ def test_killed_save_leaves_a_complete_profile(tmp_path: Path, target: str) -> N
     assert len(current.clips[0].audio) == 10 * 16000
     assert store.save(make_profile("dave", 100.0)).version > current.version
     assert store.previous("dave").version == current.version
+
+
+def test_atomic_write_replaces_whole_or_not_at_all(tmp_path: Path) -> None:
+    path = tmp_path / "deeper" / "file.bin"
+    atomic_write(path, b"old")
+    atomic_write(path, lambda handle: handle.write(b"new"))
+    assert path.read_bytes() == b"new"
+
+    def fail_halfway(handle) -> None:
+        handle.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, fail_halfway)
+    assert path.read_bytes() == b"new" and sorted(p.name for p in path.parent.iterdir()) == ["file.bin"]

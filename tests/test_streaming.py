@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from edgemeta.export import parity
-from edgemeta.export.streaming import StreamingRecognizer, stream_utterance
-from edgemeta.model import ModelConfig, SpeechRecognizer
+from edgemeta.model import ModelConfig, SpeechRecognizer, StreamingRecognizer, stream_utterance
 from edgemeta.runtime.bundle import load_bundle
+from edgemeta.runtime.streaming import GraphStream
 from export_fixtures import bundle_dir, exported_model, one_torch_thread  # noqa: F401 (fixtures)
 from conftest import TINY_CONFIG
 
@@ -53,25 +53,32 @@ def test_stream_onnx_chunked_equals_whole_utterance(bundle_dir: Path, exported_m
     clips = parity.synthetic_clips(16000, seconds=(0.4, 1.37, 2.2), seed=9)
     session = bundle.stream_session()
     for chunk in (bundle.streaming["chunk_multiple"], bundle.streaming["chunk_samples"], bundle.streaming["chunk_multiple"] * 11):
-        report = parity.compare_stream(exported_model, session, bundle.streaming, clips, weights, chunk_samples=chunk)
+        report = parity.compare_stream(exported_model, bundle, clips, weights, chunk_samples=chunk, session=session)
         assert report.passed(), report
 
 
-def test_stream_onnx_batches_streams_and_uses_the_adapted_head(bundle_dir: Path, exported_model: SpeechRecognizer) -> None:
+def test_stream_onnx_batches_streams_and_uses_the_adapted_head(bundle_dir: Path) -> None:
     """Two streams in one batch, fed with the same adapted head the whole-utterance graph uses."""
     bundle = load_bundle(bundle_dir)
     adapted = parity.perturbed(bundle.head_weights(), seed=8, scale=0.2)
     waveform = np.stack(parity.synthetic_clips(16000, seconds=(1.28, 1.28), seed=3))
-    chunk = bundle.streaming["chunk_samples"]
-    flushed = waveform.shape[1] + bundle.streaming["tail_samples"]  # the end is flushed with the model's silent tail
-    padded = np.pad(waveform, ((0, 0), (0, flushed - waveform.shape[1] + -flushed % chunk)))
-    state, pieces = bundle.initial_stream_state(batch=2), []
-    session = bundle.stream_session()
-    for start in range(0, padded.shape[1], chunk):
-        out = session.run(None, {"chunk": padded[:, start : start + chunk], **state, **bundle.head_inputs(adapted)})
-        pieces.append(out[0])
-        state = dict(zip(state, out[2:]))
-    streamed = np.concatenate(pieces, axis=1)
+    streamed = GraphStream(bundle, adapted, batch=2).run(waveform)
     whole, _, frames = bundle.session().run(None, {"waveform": waveform, "lengths": np.array([waveform.shape[1]] * 2), **bundle.head_inputs(adapted)})
     n = int(frames[0])
     np.testing.assert_allclose(streamed[:, :n], whole[:, :n], atol=1e-4, rtol=0)
+
+
+def test_audio_pushed_piece_by_piece_streams_as_one_push(bundle_dir: Path) -> None:
+    """Live audio arrives in odd-sized pieces: the graph sees the same chunks, and the end is flushed with the silent tail."""
+    bundle = load_bundle(bundle_dir)
+    clip = parity.synthetic_clips(16000, seconds=(1.37,), seed=6)[0]
+    stream = GraphStream(bundle)
+    whole = stream.run(clip)
+    stream.reset()
+    for start in range(0, len(clip), 777):
+        stream.push(clip[start : start + 777], last=start + 777 >= len(clip))
+    np.testing.assert_array_equal(stream.log_probs(), whole)
+    flushed = len(clip) + bundle.streaming["tail_samples"]
+    assert whole.shape[1] * bundle.streaming["chunk_multiple"] == flushed + -flushed % bundle.streaming["chunk_multiple"]
+    with pytest.raises(ValueError, match="multiple"):
+        GraphStream(bundle, chunk_samples=bundle.streaming["chunk_multiple"] + 1)
