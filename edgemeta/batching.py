@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from edgemeta.runtime.ctc_loss import concatenated_targets, min_frames
 from edgemeta.runtime.text import encode
 
 
@@ -36,10 +37,9 @@ def pad_audio(audios: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def pad_targets(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """CTC targets of normalised texts: ``(concatenated ids, lengths)``."""
-    ids = [encode(t) for t in texts]
-    return torch.tensor([i for row in ids for i in row], dtype=torch.long), torch.tensor([len(r) for r in ids], dtype=torch.long)
+    return concatenated_targets([encode(t) for t in texts])
 
 
 def ctc_min_frames(text: str) -> int:
-    """Frames CTC needs for ``text``: one per character plus one per repeated pair."""
-    return len(text) + sum(a == b for a, b in zip(text, text[1:]))
+    """Frames CTC needs for a normalised ``text`` (the runtime's :func:`~edgemeta.runtime.ctc_loss.min_frames`)."""
+    return min_frames(encode(text))

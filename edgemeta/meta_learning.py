@@ -2,11 +2,11 @@
 
 Everything adapts parameters *as tensors*: the adapted part of the model (the
 head by default, what the device adapts) is called with
-``torch.func.functional_call`` on a dict of tensors, and every inner step is
-the runtime's :func:`~edgemeta.runtime.update_rule.sgd_update`,
-``θ' = θ − λ ⊙ ∇L``, written once for all methods and the device: Meta-SGD's
-λ is a learned tensor per parameter, MAML's, Reptile's and fine-tuning's a
-single float. No module is ever copied.
+``torch.func.functional_call`` on a dict of tensors, and the inner loop is
+the runtime's :func:`~edgemeta.runtime.update_rule.adapt`, S steps of
+``θ' = θ − λ ⊙ ∇L`` on the runtime's CTC loss, written once for all methods
+and the device: Meta-SGD's λ is a learned tensor per parameter, MAML's,
+Reptile's and fine-tuning's a single float. No module is ever copied.
 
 The body runs **once** per set of clips (:func:`encode_clips`): the inner
 loop only re-runs the adapted part, and the body's outputs stay in the graph,
@@ -34,12 +34,13 @@ from torch.nn import functional as F
 from edgemeta.batching import pad_audio, pad_targets
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint
 from edgemeta.corpus import Utterance
-from edgemeta.ctc_loss import ctc_loss
 from edgemeta.model import HEAD_PREFIX, SpeechRecognizer
 from edgemeta.runtime.ctc_decode import greedy_decode_batch
+from edgemeta.runtime.ctc_loss import ctc_loss
 from edgemeta.runtime.metrics import ErrorCounts, score
-from edgemeta.runtime.update_rule import Rates, sgd_update
+from edgemeta.runtime.update_rule import Rates, adapt
 from edgemeta.speaker_tasks import Episode
+from edgemeta.twice_differentiable_ctc import twice_differentiable_ctc_loss
 
 Params = dict[str, torch.Tensor]
 METHODS = ("meta-sgd", "maml", "fomaml", "reptile", "finetune")
@@ -243,11 +244,9 @@ def encode_clips(
 
 
 def task_loss(part: AdaptedPart, params: Mapping[str, torch.Tensor], batch: ClipBatch, twice_differentiable: bool = False) -> torch.Tensor:
-    """Mean CTC loss of ``batch`` under ``params`` (the torch-ops CTC when a second derivative is needed)."""
-    log_probs = F.log_softmax(part.logits(params, batch), dim=-1)
-    if twice_differentiable:
-        return ctc_loss(log_probs, batch.targets, batch.frame_lengths, batch.target_lengths)
-    return F.ctc_loss(log_probs.transpose(0, 1), batch.targets, batch.frame_lengths, batch.target_lengths, zero_infinity=True)
+    """The runtime's CTC loss of ``batch`` under ``params`` (its torch-ops form when a second derivative is needed)."""
+    loss = twice_differentiable_ctc_loss if twice_differentiable else ctc_loss
+    return loss(F.log_softmax(part.logits(params, batch), dim=-1), batch.targets, batch.frame_lengths, batch.target_lengths)
 
 
 def inner_loop(
@@ -258,7 +257,7 @@ def inner_loop(
     steps: int,
     second_order: bool = False,
 ) -> Params:
-    """``steps`` updates ``θ ← θ − λ ⊙ ∇L_support(θ)`` from ``params``; returns the adapted tensors.
+    """``steps`` updates ``θ ← θ − λ ⊙ ∇L_support(θ)`` from ``params`` (the device's loop, functional); returns the adapted tensors.
 
     With ``second_order`` the gradients are themselves differentiable
     (``create_graph``), so an outer loss reaches ``params``, ``rates`` and the
@@ -266,14 +265,11 @@ def inner_loop(
     order) and only the update's own dependence on ``params`` and ``rates``
     is differentiated.
     """
-    params = dict(params)
-    if isinstance(rates, float | int):
-        rates = {name: float(rates) for name in params}
-    for _ in range(steps):
-        loss = task_loss(part, params, support, twice_differentiable=second_order)
-        grads = torch.autograd.grad(loss, list(params.values()), create_graph=second_order)
-        params = sgd_update(params, dict(zip(params, grads)), rates)
-    return params
+
+    def loss_of(at: Params) -> torch.Tensor:
+        return task_loss(part, at, support, twice_differentiable=second_order)
+
+    return adapt(params, loss_of, rates, steps, create_graph=second_order)[0]
 
 
 def _adaptable(params: Mapping[str, torch.Tensor]) -> Params:

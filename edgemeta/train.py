@@ -32,6 +32,7 @@ from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint, new_chec
 from edgemeta.corpus import Utterance, load_corpus, speakers_of
 from edgemeta.model import ModelConfig, SpeechRecognizer
 from edgemeta.runtime.ctc_decode import greedy_decode_batch
+from edgemeta.runtime.ctc_loss import ctc_loss
 from edgemeta.runtime.metrics import score
 from edgemeta.splits import dev_speakers, shared_corpus
 
@@ -167,7 +168,7 @@ def ctc_batch_loss(model: SpeechRecognizer, waveforms, lengths, texts, spec_augm
     frame_lengths = model.frame_lengths(lengths)
     log_probs = F.log_softmax(model.head(model.encode(features, frame_lengths)), dim=-1)
     targets, target_lengths = (t.to(log_probs.device) for t in pad_targets(texts))
-    return F.ctc_loss(log_probs.transpose(0, 1), targets, frame_lengths, target_lengths, zero_infinity=True)
+    return ctc_loss(log_probs, targets, frame_lengths, target_lengths)
 
 
 def train(config: TrainConfig, progress: bool = True) -> Path:

@@ -22,8 +22,9 @@ diverged. k = 1: no clip can be held out, so the guard checks the adapted head
 on that clip itself (finite, loss falls, CER not worse): it trusts the
 meta-learned rates rather than measuring generalisation. k = 0: base head.
 
-The support loss is :func:`ctc_loss` (``F.ctc_loss``, mean over clips of the
-per-character loss, ``zero_infinity``): the loss the rates were learned for.
+The support loss is :func:`edgemeta.runtime.ctc_loss.ctc_loss` and the
+steps are :func:`edgemeta.runtime.update_rule.adapt`: the loss and the loop
+the rates were learned with.
 """
 
 from __future__ import annotations
@@ -40,14 +41,14 @@ from torch.nn import functional as F
 from edgemeta.runtime.bundle import Bundle
 from edgemeta.runtime.clip_checks import signal_problem, transcript_problem
 from edgemeta.runtime.ctc_decode import Decoder, greedy_decode
+from edgemeta.runtime.ctc_loss import concatenated_targets, ctc_loss
 from edgemeta.runtime.metrics import ErrorCounts
 from edgemeta.runtime.recognizer import Recognizer
 from edgemeta.runtime.text import encode, normalize_text
-from edgemeta.runtime.update_rule import Rates, sgd_update_
+from edgemeta.runtime.update_rule import Rates, adapt
 
 MAX_FOLDS = 5
 CER_TOLERANCE = 0.01
-HEAD_PREFIX = "head."
 
 
 @dataclass
@@ -107,37 +108,22 @@ class Enrollment:
         return data
 
 
-def ctc_loss(log_probs: torch.Tensor, frame_lengths: torch.Tensor, targets: Sequence[Sequence[int]], reduction: str = "mean") -> torch.Tensor:
-    """CTC loss of ``[batch, frames, vocabulary]`` log-probs: per clip divided by its characters; ``mean`` over clips."""
-    target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
-    flat = torch.tensor([i for t in targets for i in t], dtype=torch.long)
-    losses = F.ctc_loss(log_probs.transpose(0, 1), flat, frame_lengths, target_lengths, blank=0, reduction="none", zero_infinity=True)
-    per_char = losses / target_lengths.clamp(min=1)
-    return per_char.mean() if reduction == "mean" else per_char
-
-
 class HeadTrainer:
     """Gradient steps on the bundle's TorchScript head over cached body features.
 
     ``torch.func`` refuses TorchScript modules, so the head's own parameters
-    are set to the starting weights, stepped in place with
-    :func:`~edgemeta.runtime.update_rule.sgd_update_` under plain autograd,
-    and read back as new tensors.
+    are set to the starting weights, stepped in place by
+    :func:`~edgemeta.runtime.update_rule.adapt` under plain autograd, and read
+    back as new tensors.
     """
 
     def __init__(self, bundle: Bundle, rates: Rates | float | None = None) -> None:
         self.head = bundle.load_head()
         self.head.eval()
         self.base = {name: w.float() for name, w in bundle.head_weights().items()}
-        bundle_rates = bundle.rates()
-        if rates is None:
-            rates = bundle_rates
-        elif isinstance(rates, (int, float)):
-            rates = {name: float(rates) for name in bundle_rates}
-        self.rates = dict(rates)
-        own = dict(self.head.named_parameters())
-        # head.pt names its parameters as the manifest does or without the "head." prefix
-        self.params = {name: own[name] if name in own else own[name.removeprefix(HEAD_PREFIX)] for name in self.base}
+        self.rates = bundle.rates() if rates is None else rates
+        own = dict(self.head.named_parameters())  # head.pt names them exactly as the manifest does
+        self.params = {name: own[name] for name in self.base}
 
     def load(self, weights: Mapping[str, torch.Tensor]) -> None:
         """Set the head's parameters to ``weights``."""
@@ -156,16 +142,15 @@ class HeadTrainer:
     def adapt(self, features: torch.Tensor, frame_lengths: torch.Tensor, targets: Sequence[Sequence[int]], steps: int) -> tuple[dict[str, torch.Tensor], list[float]]:
         """``steps`` updates from the base head on a batch; returns the adapted weights and the loss before each step and after the last."""
         self.load(self.base)
-        params = list(self.params.values())
-        losses = []
-        for _ in range(steps):
-            loss = ctc_loss(self.log_probs(features), frame_lengths, targets)
-            losses.append(float(loss.detach()))
-            grads = torch.autograd.grad(loss, params)
-            sgd_update_(self.params, dict(zip(self.params, grads)), self.rates)
+        labels, label_lengths = concatenated_targets(targets)
+
+        def loss_of(_: Mapping[str, torch.Tensor]) -> torch.Tensor:  # the head reads self.params, which adapt steps in place
+            return ctc_loss(self.log_probs(features), labels, frame_lengths, label_lengths)
+
+        _, losses = adapt(self.params, loss_of, self.rates, steps, in_place=True)
         with torch.no_grad():
-            losses.append(float(ctc_loss(self.log_probs(features), frame_lengths, targets)))
-        return self.weights(), losses
+            losses.append(loss_of(self.params))
+        return self.weights(), [float(loss) for loss in losses]
 
     @torch.no_grad()
     def score(self, weights: Mapping[str, torch.Tensor], features: torch.Tensor, frame_lengths: torch.Tensor, targets: Sequence[Sequence[int]], texts: Sequence[str], counts: ErrorCounts,
@@ -175,7 +160,8 @@ class HeadTrainer:
         log_probs = self.log_probs(features)
         for row, n, text in zip(log_probs.numpy(), frame_lengths.tolist(), texts):
             counts.add(text, decode(row, n))
-        return ctc_loss(log_probs, frame_lengths, targets, reduction="none").tolist()
+        labels, label_lengths = concatenated_targets(targets)
+        return ctc_loss(log_probs, labels, frame_lengths, label_lengths, reduction="none").tolist()
 
 
 def _finite(weights: Mapping[str, torch.Tensor], losses: Sequence[float]) -> bool:
@@ -262,7 +248,7 @@ class Adapter:
         kept: list[tuple[EnrollmentClip, str, list[int]]] = []
         for clip in clips:
             text = normalize_text(clip.text)
-            problem = signal_problem(clip.audio) if self.check_clips else None
+            problem = signal_problem(clip.audio, self.bundle.sample_rate) if self.check_clips else None
             if problem is None and not text:
                 problem = "transcript is empty after normalisation"
             if problem:

@@ -6,7 +6,7 @@ wrong; the adapter names the clip with that reason and leaves it out.
 - **silence**: the loudest 50 ms of the clip is below ``SILENCE_DBFS``;
 - **clipping**: more than ``CLIPPING_FRACTION`` of the samples sit at full
   scale (``|x| >= CLIPPING_LEVEL``; resampling keeps clipped plateaus near or
-  above full scale, so this holds at 16 kHz as at the file's own rate);
+  above full scale, so this holds at the model's rate as at the file's own);
 - **transcript too long**: CTC needs one frame per character plus one per
   repeated pair; fewer frames cannot align;
 - **transcript mismatch**: a likelihood-ratio test of the CTC alignment. The
@@ -28,41 +28,37 @@ import math
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from edgemeta.runtime.audio import SAMPLE_RATE
+from edgemeta.runtime.ctc_loss import ctc_loss, min_frames
 from edgemeta.runtime.text import BLANK_ID
 
 SILENCE_DBFS = -50.0
 CLIPPING_LEVEL = 0.99
 CLIPPING_FRACTION = 0.001
 MISMATCH_NATS_PER_CHAR = 2.0
-_LOUDNESS_WINDOW = SAMPLE_RATE // 20
+LOUDNESS_WINDOW_SECONDS = 0.05
 
 
-def peak_loudness_dbfs(audio: np.ndarray) -> float:
-    """RMS level of the loudest 50 ms window, in dB relative to full scale."""
+def peak_loudness_dbfs(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
+    """RMS level of the loudest 50 ms window of ``audio`` at ``sample_rate``, in dB relative to full scale."""
     audio = np.asarray(audio, dtype=np.float64)
-    windows = len(audio) // _LOUDNESS_WINDOW
-    frames = audio[: windows * _LOUDNESS_WINDOW].reshape(windows, -1) if windows else audio[None]
+    window = round(LOUDNESS_WINDOW_SECONDS * sample_rate)
+    windows = len(audio) // window
+    frames = audio[: windows * window].reshape(windows, -1) if windows else audio[None]
     rms = np.sqrt(np.mean(frames**2, axis=1)).max()
     return 20.0 * math.log10(max(rms, 1e-10))
 
 
-def signal_problem(audio: np.ndarray) -> str | None:
-    """Why 16 kHz ``audio`` cannot be used (silent or clipped), or ``None``."""
-    level = peak_loudness_dbfs(audio)
+def signal_problem(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> str | None:
+    """Why ``audio`` at ``sample_rate`` cannot be used (silent or clipped), or ``None``."""
+    level = peak_loudness_dbfs(audio, sample_rate)
     if level < SILENCE_DBFS:
         return f"silent (loudest 50 ms at {level:.1f} dBFS, below {SILENCE_DBFS:g} dBFS)"
     clipped = float(np.mean(np.abs(audio) >= CLIPPING_LEVEL))
     if clipped > CLIPPING_FRACTION:
         return f"clipped ({100 * clipped:.2f} % of samples at full scale, more than {100 * CLIPPING_FRACTION:g} %)"
     return None
-
-
-def frames_needed(ids: list[int]) -> int:
-    """Fewest CTC frames that can emit ``ids``: one per label plus a blank between repeats."""
-    return len(ids) + sum(a == b for a, b in zip(ids, ids[1:]))
 
 
 def alignment_score(log_probs: np.ndarray | torch.Tensor, ids: list[int]) -> float:
@@ -73,17 +69,16 @@ def alignment_score(log_probs: np.ndarray | torch.Tensor, ids: list[int]) -> flo
     spoken = torch.log(-torch.expm1(blank).clamp(max=-1e-12)) - math.log(vocabulary - 1)  # log((1 - p_blank) / (V - 1))
     blind = spoken.expand(frames, vocabulary).clone()
     blind[:, BLANK_ID] = blank[:, 0]
-    both = torch.stack([log_probs, blind], dim=1)  # [frames, 2, vocabulary]
-    targets = torch.tensor([ids, ids], dtype=torch.long)
-    nll = F.ctc_loss(both, targets, torch.tensor([frames, frames]), torch.tensor([len(ids), len(ids)]), blank=BLANK_ID, reduction="none")
-    return float(nll[1] - nll[0]) / len(ids)
+    both = torch.stack([log_probs, blind])  # [2, frames, vocabulary]
+    nll = ctc_loss(both, torch.tensor([ids, ids], dtype=torch.long), torch.tensor([frames, frames]), torch.tensor([len(ids), len(ids)]), reduction="none")
+    return float(nll[1] - nll[0])
 
 
 def transcript_problem(log_probs: np.ndarray | torch.Tensor, ids: list[int]) -> str | None:
     """Why a transcript (token ids) does not fit the audio's log-probs, or ``None``."""
     if not ids:
         return "transcript is empty after normalisation"
-    needed, frames = frames_needed(ids), len(log_probs)
+    needed, frames = min_frames(ids), len(log_probs)
     if needed > frames:
         return f"transcript too long for the audio (needs {needed} frames, the audio gives {frames})"
     score = alignment_score(log_probs, ids)

@@ -64,11 +64,6 @@ def copy_bundle(bundle_dir: Path, folder: Path) -> Path:
     return Path(shutil.copytree(bundle_dir, folder / bundle_dir.name))
 
 
-def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, frames: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
-    """Mean CTC loss of batch-first log-probabilities."""
-    return torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), targets, frames, target_lengths, zero_infinity=True)
-
-
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """PyTorch on one thread, as the device runs it; a 2-thread GRU on a busy 2-core machine is many times slower."""

@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from edgemeta.runtime.adapter import Adapter, EnrollmentClip, HeadTrainer, ctc_loss
+from edgemeta.runtime.adapter import Adapter, EnrollmentClip
 from edgemeta.runtime.audio import resample
 from edgemeta.runtime.bundle import Bundle, load_bundle
 from edgemeta.runtime.clip_checks import MISMATCH_NATS_PER_CHAR, alignment_score, signal_problem, transcript_problem
 from edgemeta.runtime.text import encode
-from edgemeta.runtime.update_rule import sgd_update
 from export_fixtures import bundle_dir  # noqa: F401  (session fixture)
 from runtime_helpers import enrollment_clips
 
@@ -39,23 +38,6 @@ def test_enrollment_adapts_and_reports_its_numbers(bundle: Bundle) -> None:
     base = bundle.head_weights()
     assert any(not torch.equal(result.weights[n], base[n]) for n in base)
     assert result.to_dict()["clips_left_out"] == []
-
-
-def test_in_place_steps_follow_the_update_rule(bundle: Bundle) -> None:
-    """S in-place steps on the TorchScript head give θ − λ ⊙ ∇L step by step, as the functional rule does."""
-    trainer = HeadTrainer(bundle)
-    features = torch.randn(2, 40, bundle.feature_size)
-    frames, targets = torch.tensor([40, 31]), [encode("hello"), encode("ab")]
-    adapted, losses = trainer.adapt(features, frames, targets, steps=2)
-    params = {n: w.clone().requires_grad_(True) for n, w in trainer.base.items()}
-    for _ in range(2):
-        trainer.load(params)
-        loss = ctc_loss(trainer.log_probs(features), frames, targets)
-        grads = dict(zip(trainer.params, torch.autograd.grad(loss, list(trainer.params.values()))))
-        params = sgd_update({n: p.detach() for n, p in params.items()}, grads, trainer.rates)
-    for name in params:
-        torch.testing.assert_close(adapted[name], params[name], rtol=1e-5, atol=1e-6)
-    assert losses[-1] < losses[0]
 
 
 def test_guard_refuses_a_harmful_adaptation(bundle: Bundle) -> None:

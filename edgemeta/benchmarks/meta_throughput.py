@@ -33,15 +33,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from edgemeta.batching import pad_audio, pad_targets
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint
 from edgemeta.corpus import Utterance
 from edgemeta.meta_learning import encode_clips
-from edgemeta.meta_train import DEFAULT_INNER_RATE, MetaTrainConfig, MetaTrainer, Ranks, load_tasks
+from edgemeta.distributed import Ranks
+from edgemeta.meta_train import DEFAULT_INNER_RATE, MetaTrainConfig, MetaTrainer, load_tasks
 from edgemeta.model import ModelConfig, SpeechRecognizer
-from edgemeta.runtime.update_rule import sgd_update_
+from edgemeta.runtime.ctc_loss import ctc_loss
+from edgemeta.runtime.update_rule import adapt
 from edgemeta.speaker_tasks import Episode, Task, speaker_tasks
 
 SYNTHETIC_TEXT = "please call stella ask her to bring these things"
@@ -62,7 +63,7 @@ def _ctc(model: SpeechRecognizer, utterances: list[Utterance]) -> torch.Tensor:
     waveforms, lengths = pad_audio([u.audio for u in utterances])
     targets, target_lengths = pad_targets([u.text for u in utterances])
     log_probs = model(waveforms, lengths)
-    return F.ctc_loss(log_probs.transpose(0, 1), targets, model.frame_lengths(lengths), target_lengths, zero_infinity=True)
+    return ctc_loss(log_probs, targets, model.frame_lengths(lengths), target_lengths)
 
 
 def naive_step(model: SpeechRecognizer, optimizer: torch.optim.Optimizer, episodes: list[Episode], config: MetaTrainConfig) -> None:
@@ -70,10 +71,7 @@ def naive_step(model: SpeechRecognizer, optimizer: torch.optim.Optimizer, episod
     optimizer.zero_grad()
     for episode in episodes:
         clone = copy.deepcopy(model)
-        head = dict(clone.head.named_parameters())
-        for _ in range(config.inner_steps):
-            grads = torch.autograd.grad(_ctc(clone, episode.support), list(head.values()))
-            sgd_update_(head, dict(zip(head, grads)), {name: config.inner_rate for name in head})
+        adapt(dict(clone.head.named_parameters()), lambda _: _ctc(clone, episode.support), config.inner_rate, config.inner_steps, in_place=True)
         (_ctc(clone, episode.query) / len(episodes)).backward()
         for param, copied in zip(model.parameters(), clone.parameters()):
             if copied.grad is not None:

@@ -1,14 +1,15 @@
-"""CTC loss in plain differentiable torch ops, so that it has a second derivative.
+"""The runtime's CTC loss in plain differentiable torch ops, so that it has a second derivative.
 
 ``F.ctc_loss`` has no double backward, which exact second-order MAML and
 Meta-SGD need (the inner step's gradient must itself be differentiated). This
 is the textbook log-space forward (alpha) recursion over the blank-extended
 label sequence, batched over utterances; autograd differentiates it as many
-times as asked. It matches ``F.ctc_loss(..., reduction="mean",
-zero_infinity=True)`` in value and gradient (tests), but loops over frames in
-Python, so it is 10-20 times slower (measured: 5 clips x 175 frames, forward
-and backward): use it only where a second derivative is needed (the inner
-loop of second-order methods).
+times as asked. It is :func:`edgemeta.runtime.ctc_loss.ctc_loss` (the one
+loss: same signature, minimum-frames rule and per-character reduction) and
+matches it in value and gradient (tests), but loops over frames in Python, so
+it is 10-20 times slower (measured: 5 clips x 175 frames, forward and
+backward): use it only where a second derivative is needed (the inner loop of
+second-order methods).
 
 Unreachable states hold one large finite negative number instead of ``-inf``
 (``logsumexp`` of all ``-inf`` has a NaN gradient), and paths are merged with
@@ -23,18 +24,11 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from edgemeta.runtime.ctc_loss import min_frames, reduce_per_character
 from edgemeta.runtime.text import BLANK_ID
 
 # Far below any reachable log-probability, yet finite in float32 (whose limit is 3.4e38).
 _UNREACHABLE = -1.0e30
-
-
-def _min_frames(targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
-    """Frames each utterance needs to align: one per label plus one per repeated neighbour pair."""
-    padded = _padded_targets(targets, target_lengths)
-    positions = torch.arange(padded.shape[1], device=padded.device)
-    repeats = (padded[:, 1:] == padded[:, :-1]) & (positions[1:] < target_lengths[:, None])
-    return target_lengths + repeats.sum(1)
 
 
 def _padded_targets(targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
@@ -50,26 +44,16 @@ def _padded_targets(targets: torch.Tensor, target_lengths: torch.Tensor) -> torc
     return padded
 
 
-def ctc_loss(
-    log_probs: torch.Tensor,
-    targets: torch.Tensor,
-    input_lengths: torch.Tensor,
-    target_lengths: torch.Tensor,
-    reduction: str = "mean",
-    zero_infinity: bool = True,
-) -> torch.Tensor:
-    """CTC negative log-likelihood, twice differentiable; blank is index 0.
+def twice_differentiable_ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, frame_lengths: torch.Tensor, target_lengths: torch.Tensor,
+                                  reduction: str = "mean") -> torch.Tensor:
+    """:func:`edgemeta.runtime.ctc_loss.ctc_loss` (same arguments and reductions), twice differentiable.
 
-    ``log_probs``: ``[batch, frames, vocab]`` log-softmax outputs (batch first,
-    unlike ``F.ctc_loss``); ``targets``: concatenated 1-D or padded 2-D label
-    ids; ``reduction``: ``"mean"`` (each loss divided by its target length,
-    then averaged over the batch, as ``F.ctc_loss``), ``"sum"`` or ``"none"``.
-    Utterances that cannot align (too few frames) give ``0`` with
-    ``zero_infinity`` and ``inf`` without.
+    Utterances that cannot align (fewer frames than
+    :func:`~edgemeta.runtime.ctc_loss.min_frames`) give 0, as with ``zero_infinity``.
     """
     batch, frames, _ = log_probs.shape
     device = log_probs.device
-    input_lengths = torch.as_tensor(input_lengths, dtype=torch.long, device=device)
+    frame_lengths = torch.as_tensor(frame_lengths, dtype=torch.long, device=device)
     target_lengths = torch.as_tensor(target_lengths, dtype=torch.long, device=device)
     labels = _padded_targets(targets.to(device), target_lengths)
     states = 2 * labels.shape[1] + 1
@@ -89,7 +73,7 @@ def ctc_loss(
         sources = torch.stack([previous[:, 2:], previous[:, 1:-1], torch.where(jump_allowed, previous[:, :-2], floor)])
         alphas.append(torch.logsumexp(sources, dim=0) + emissions[:, t])
     # Each utterance's alpha at its own last frame (rows shorter than the batch stop early).
-    last_frame = (input_lengths.clamp(1, frames) - 1)[:, None, None].expand(batch, 1, states)
+    last_frame = (frame_lengths.clamp(1, frames) - 1)[:, None, None].expand(batch, 1, states)
     alpha = torch.stack(alphas, dim=1).gather(1, last_frame)[:, 0]
 
     last = (2 * target_lengths)[:, None]
@@ -97,12 +81,6 @@ def ctc_loss(
     end_label = torch.where(target_lengths > 0, alpha.gather(1, (last - 1).clamp_min(0))[:, 0], floor)
     losses = -torch.logsumexp(torch.stack([end_blank, end_label]), dim=0)
 
-    unalignable = input_lengths < _min_frames(labels, target_lengths)
-    losses = torch.where(unalignable, losses.new_tensor(0.0 if zero_infinity else float("inf")), losses)
-    if reduction == "none":
-        return losses
-    if reduction == "sum":
-        return losses.sum()
-    if reduction == "mean":
-        return (losses / target_lengths.clamp_min(1).to(losses.dtype)).mean()
-    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    needed = [min_frames(row[:length]) for row, length in zip(labels.tolist(), target_lengths.tolist())]
+    unalignable = frame_lengths < torch.tensor(needed, dtype=torch.long, device=device)
+    return reduce_per_character(torch.where(unalignable, losses.new_tensor(0.0), losses), target_lengths, reduction)
