@@ -21,11 +21,9 @@ Typical use on the device::
     session = bundle.session(threads=1)
     log_probs, features, frame_lengths = session.run(None, {"waveform": x, "lengths": n})
     head = bundle.load_head()                   # TorchScript; parameters named as bundle.head_names
-    params, rates = dict(head.named_parameters()), bundle.rates()
-    for _ in range(bundle.inner_steps):         # features: torch.from_numpy(that second output)
-        loss = ctc_loss(head(features).log_softmax(-1), ...)
-        grads = dict(zip(params, torch.autograd.grad(loss, list(params.values()))))
-        sgd_update_(params, grads, rates)        # edgemeta.runtime.update_rule
+    params = dict(head.named_parameters())     # features: torch.from_numpy(that second output)
+    loss_of = lambda _: ctc_loss(head(features).log_softmax(-1), ...)  # edgemeta.runtime.ctc_loss
+    adapt(params, loss_of, bundle.rates(), bundle.inner_steps, in_place=True)  # edgemeta.runtime.update_rule
     session.run(None, {"waveform": x, "lengths": n, **bundle.head_inputs(params)})
 
 Streaming (unidirectional models): ``bundle.stream_session()`` takes
