@@ -26,4 +26,4 @@ done
 .venv/bin/python -m edgemeta.benchmarks.transcript_check --manifest "$SHARED/speechocean762-train/manifest.jsonl" \
     --manifest "$RUNS/eval-flite/manifest.jsonl" --manifest "$SHARED/fsdd-dev/manifest.jsonl" --json "$OUT/transcript-check.jsonl"
 .venv/bin/edgemeta bench peers --manifest "$SHARED/speechocean762-train/manifest.jsonl" --manifest "$SHARED/fsdd-dev/manifest.jsonl" \
-    --manifest "$RUNS/eval-flite/manifest.jsonl" --speakers 6 --clips 20 --k 10 --json "$OUT/peers.jsonl" --plot "$OUT/peers.png"
+    --manifest "$RUNS/eval-flite/manifest.jsonl" --speakers 6 --k 10 --json "$OUT/peers.jsonl" --plot "$OUT/peers.png"

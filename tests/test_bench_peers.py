@@ -10,17 +10,19 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import skip_or_fail
 from edgemeta.cli import main
-from edgemeta.benchmarks.peers import GRAMMAR_MAX_WORD_TYPES, PEER_MISSING, load_dataset, open_pocketsphinx, strip_fillers, word_types
+from edgemeta.benchmarks.peer_worker import PEER_MISSING, open_pocketsphinx, strip_fillers
+from edgemeta.benchmarks.peers import GRAMMAR_MAX_WORD_TYPES, scored_speakers, word_types
 from edgemeta.runtime.audio import read_audio, write_audio
 from edgemeta.runtime.manifest import Clip, read_manifest, write_manifest
 from edgemeta.synth import SynthesisError, VoiceSpec, synthesize_corpus, synthesize_many
 from export_fixtures import bundle_dir, one_torch_thread  # noqa: F401  (session fixture; torch threads restored after each test)
 
-KEYS = {"dataset", "system", "k", "speaker", "cer", "wer", "rtf"}
+KEYS = {"dataset", "model", "method", "k", "speaker", "seed", "cer", "wer", "rtf"}
 DIGIT_VOICES = (VoiceSpec("espeak-ng", "en-us", pitch=40, rate=150, variant="m3"),
                 VoiceSpec("espeak-ng", "en-gb", pitch=60, rate=140, variant="f2"))
 DIGIT_TEXTS = ("three", "seven two", "zero nine one", "five", "eight four six")
@@ -38,6 +40,12 @@ def digits_manifest(folder: Path) -> Path:
     manifest = folder / "manifest.jsonl"
     write_manifest(manifest, clips)
     return manifest
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoded-audio caches go to a temporary folder, not the user's ``~/.cache/edgemeta``."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 @pytest.fixture(scope="module")
@@ -58,29 +66,36 @@ def test_strip_fillers() -> None:
     assert strip_fillers("") == ""
 
 
-def test_speakers_and_clips_are_chosen_once_for_every_system(tmp_path: Path) -> None:
-    """Trained-on and too-short speakers are not scored; enrollment and scored clips are disjoint and reproducible."""
-    clips = [Clip(tmp_path / f"{speaker}-{i}.wav", f"word {i}", speaker)
-             for speaker, count in (("alice", 8), ("bob", 3), ("carol", 8), ("trained", 8)) for i in range(count)]
+def test_speakers_and_clips_are_edgemeta_evals(tmp_path: Path) -> None:
+    """Trained-on speakers and those with too few adaptation clips are not scored; the rest are split as edgemeta eval splits them."""
+    from edgemeta.evaluation.datasets import load_dataset
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "corpus").mkdir()
+    clips = []
+    for speaker, count in (("alice", 8), ("bob", 3), ("carol", 8), ("dave", 8), ("trained", 8)):
+        for i in range(count):
+            clips.append(Clip(tmp_path / "corpus" / f"{speaker}-{i}.wav", f"word {i}", speaker))
+            write_audio(clips[-1].audio, 0.1 * rng.standard_normal(1600).astype(np.float32))
     manifest = tmp_path / "corpus" / "manifest.jsonl"
     write_manifest(manifest, clips)
-    dataset = load_dataset(manifest, speakers=5, clips=6, pool=3, excluded={"trained"}, seed=0)
-    assert dataset.name == "corpus" and [s.name for s in dataset.speakers] == ["alice", "carol"]
+    dataset = scored_speakers(manifest, speakers=2, k=3, excluded={"trained"})
+    assert dataset.name == "corpus" and [s.speaker for s in dataset.speakers] == ["alice", "carol"]  # bob: 2 to adapt on
+    evaluated = {s.speaker: s for s in load_dataset(manifest).speakers}
     for speaker in dataset.speakers:
-        assert len(speaker.pool) == 3 and len(speaker.scored) == 3
-        assert not {c.audio for c in speaker.pool} & {c.audio for c in speaker.scored}
-    again = load_dataset(manifest, speakers=5, clips=6, pool=3, excluded={"trained"}, seed=0)
-    assert [c.audio for c in again.speakers[0].scored] == [c.audio for c in dataset.speakers[0].scored]
+        assert len(speaker.pool) == 4 and len(speaker.scored) == 4
+        assert [u.source for u in speaker.scored] == [u.source for u in evaluated[speaker.speaker].scored]
+        assert not {u.source for u in speaker.support(0, 3)} & {u.source for u in speaker.scored}
 
 
 @pytest.mark.slow
 def test_peers_end_to_end(corpora: tuple[Path, Path], bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:  # noqa: F811
     prompts, digits = corpora
-    assert len(word_types(read_manifest(prompts))) > GRAMMAR_MAX_WORD_TYPES, "the prompts must be a large vocabulary"
-    assert len(word_types(read_manifest(digits))) <= GRAMMAR_MAX_WORD_TYPES
+    assert len(word_types([c.text for c in read_manifest(prompts)])) > GRAMMAR_MAX_WORD_TYPES, "the prompts must be a large vocabulary"
+    assert len(word_types([c.text for c in read_manifest(digits)])) <= GRAMMAR_MAX_WORD_TYPES
     out, plot = tmp_path / "peers.jsonl", tmp_path / "peers.png"
     argv = ["bench", "peers", "--manifest", str(prompts), "--manifest", str(digits), "--bundle", str(bundle_dir),
-            "--speakers", "2", "--clips", "3", "--k", "2", "--json", str(out), "--plot", str(plot)]
+            "--speakers", "2", "--k", "2", "--json", str(out), "--plot", str(plot)]
     assert main(argv) == 0
     table = capsys.readouterr().out
 
@@ -89,7 +104,7 @@ def test_peers_end_to_end(corpora: tuple[Path, Path], bundle_dir: Path, tmp_path
     speakers = defaultdict(set)
     for r in records:
         assert isinstance(r["k"], int) and r["cer"] >= 0 and r["wer"] >= 0 and r["rtf"] > 0
-        speakers[r["dataset"], r["system"], r["k"]].add(r["speaker"])
+        speakers[r["dataset"], r["model"], r["k"]].add(r["speaker"])
     assert set(speakers) == {
         ("prompts", "pocketsphinx", 0), ("prompts", "edgemeta", 0), ("prompts", "edgemeta", 2),
         ("digits", "pocketsphinx", 0), ("digits", "pocketsphinx-grammar", 0), ("digits", "edgemeta", 0), ("digits", "edgemeta", 2),
@@ -97,16 +112,16 @@ def test_peers_end_to_end(corpora: tuple[Path, Path], bundle_dir: Path, tmp_path
     }, "the digit grammar and word list are used for the small vocabulary only"
     assert all(len(names) == 2 for names in speakers.values()), "every system and k scores the same speakers"
 
-    assert "| digits | pocketsphinx-grammar | 0 | 2 | 2 |" in table, table
-    assert "| prompts | edgemeta | 2 | 2 | 2 |" in table, table
-    assert "| digits | edgemeta-words | 2 | 2 | 2 |" in table, table
+    assert "| digits | pocketsphinx-grammar | none | 0 | 2 |" in table, table
+    assert "| prompts | edgemeta | meta-sgd | 2 | 2 |" in table, table
+    assert "| digits | edgemeta-words | meta-sgd | 2 | 2 |" in table, table
     assert plot.read_bytes().startswith(b"\x89PNG")
 
 
 def test_grammar_restricts_pocketsphinx_to_the_vocabulary(corpora: tuple[Path, Path]) -> None:
     _, digits = corpora
     clips = read_manifest(digits)
-    words = word_types(clips)
+    words = word_types([c.text for c in clips])
     transcribe, files, _ = open_pocketsphinx(words)
     texts = [transcribe(read_audio(clip.audio), None) for clip in clips]
     assert any(texts) and all(set(text.split()) <= set(words) for text in texts), texts
