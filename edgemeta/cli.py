@@ -15,7 +15,7 @@ COMMAND_MODULES = (
     "edgemeta.train",
     "edgemeta.meta_train",
     "edgemeta.evaluation.command",
-    "edgemeta.export_command",
+    "edgemeta.export.command",
     "edgemeta.language_model",
     "edgemeta.benchmarks.peers",
     "edgemeta.recipe",

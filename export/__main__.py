@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edgemeta.export_command import EXAMPLES, configure
+from edgemeta.export.command import EXAMPLES, configure
 
 
 def main(argv: list[str] | None = None) -> int:

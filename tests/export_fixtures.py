@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint
-from edgemeta.export_command import add_parser
+from edgemeta.export.command import add_parser
 from edgemeta.runtime.language_model import build_char_ngram, text_counts
 from edgemeta.model import SpeechRecognizer
 
