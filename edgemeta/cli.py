@@ -16,7 +16,7 @@ COMMAND_MODULES = (
     "edgemeta.meta_train",
     "edgemeta.evaluation.command",
     "edgemeta.export.command",
-    "edgemeta.language_model",
+    "edgemeta.word_frequencies",
     "edgemeta.benchmarks.peers",
     "edgemeta.recipe",
     "edgemeta.demo",

@@ -70,7 +70,7 @@ def meta_stage(config: RecipeConfig, pretrained: Path, method: str) -> Path:
 
 def language_model_stage(config: RecipeConfig) -> Path:
     """The decoder's character language model, from wordfreq's English word frequencies (kept between runs)."""
-    from edgemeta.language_model import english_model
+    from edgemeta.word_frequencies import english_model
 
     path = config.runs / "lm.npz"
     if not path.is_file():

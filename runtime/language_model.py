@@ -7,7 +7,7 @@ the start of a word, and a space as the next symbol ends the word. Histories
 never reach into the previous word, so the model is a spelling model of
 single words, estimated from word counts by :func:`build_char_ngram` (on the
 device from a user's text, or on the trainer from English word frequencies:
-``edgemeta.language_model``). Each word is counted as the symbol sequence
+``edgemeta.word_frequencies``). Each word is counted as the symbol sequence
 " word " with histories that start at its leading space, and the estimates
 are interpolated Witten–Bell, whose smoothing needs no count-of-counts and so
 works with fractional counts. It is stored as ``.npz`` (no pickles): the kept

@@ -1,4 +1,4 @@
-"""``edgemeta lm``: the character language model a bundle decodes with.
+"""Word frequencies for the decoder's character language model, and ``edgemeta lm``, which builds it from them.
 
 Word counts come from running text a user gives (their own domain: commands,
 names) or, by default, from the `wordfreq` package's English word
@@ -50,6 +50,7 @@ def english_model(top_words: int = DEFAULT_TOP_WORDS) -> CharNgram:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``edgemeta lm``."""
     parser = subparsers.add_parser(
         "lm",
         help="build the character language model a bundle decodes with",
