@@ -73,7 +73,7 @@ def personalise_voice(bundle: Bundle, store: ProfileStore, voice: str, clips: li
 
 def live_transcription(bundle_path: Path, home: Path, user: str, clip: Clip, threads: int, folder: Path) -> str:
     """Play ``clip`` into a virtual microphone while ``edgemeta-runtime listen --user`` runs; its final text."""
-    from edgemeta.runtime.virtual_microphone import ListenProcess, VirtualMicrophoneError, play, virtual_microphone
+    from edgemeta.benchmarks.virtual_microphone import ListenProcess, VirtualMicrophoneError, play, virtual_microphone
 
     try:
         with virtual_microphone(folder) as env:

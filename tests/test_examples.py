@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REPO, skip_or_fail
 from edgemeta.runtime.audio import read_audio
-from edgemeta.runtime.virtual_microphone import VirtualMicrophoneError, play, virtual_microphone
+from edgemeta.benchmarks.virtual_microphone import VirtualMicrophoneError, play, virtual_microphone
 from edgemeta.runtime.bundle import load_bundle
 from edgemeta.runtime.profile_store import ProfileStore
 from edgemeta.synth import SynthesisError, require_engine

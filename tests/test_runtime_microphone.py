@@ -19,7 +19,7 @@ import pytest
 
 from conftest import skip_or_fail
 from edgemeta.runtime.audio import read_audio
-from edgemeta.runtime.virtual_microphone import ListenProcess, VirtualMicrophoneError, play, virtual_microphone
+from edgemeta.benchmarks.virtual_microphone import ListenProcess, VirtualMicrophoneError, play, virtual_microphone
 from edgemeta.runtime.bundle import load_bundle
 from edgemeta.runtime.cli import EXIT_OK, main
 from edgemeta.runtime.metrics import cer

@@ -1,6 +1,6 @@
 """Runtime benchmarks: adaptation latency, transcription speed and memory, live latency through a virtual microphone.
 
-    python -m edgemeta.runtime.benchmark --bundle BUNDLE [--clips MANIFEST|DIR] [--live] [--json OUT]
+    python -m edgemeta.benchmarks.device_runtime --bundle BUNDLE [--clips MANIFEST|DIR] [--live] [--json OUT]
 
 Without ``--clips`` it speaks the enrollment sentences with espeak-ng. All
 timings use one thread (``--threads``). ``--live`` starts a private
@@ -33,7 +33,7 @@ from edgemeta.runtime.manifest import read_clips
 from edgemeta.runtime.process_memory import peak_rss_bytes
 from edgemeta.runtime.recognizer import Recognizer
 from edgemeta.runtime.text import encode, normalize_text
-from edgemeta.runtime.virtual_microphone import ListenProcess, play, virtual_microphone
+from edgemeta.benchmarks.virtual_microphone import ListenProcess, play, virtual_microphone
 
 MB = 1024 * 1024
 
@@ -130,7 +130,7 @@ def live_latency(bundle_path: str, files: list[Path], audio: list[np.ndarray], t
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks and print (and optionally write) one JSON object."""
-    parser = argparse.ArgumentParser(prog="python -m edgemeta.runtime.benchmark", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m edgemeta.benchmarks.device_runtime", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", default=str(BUILTIN_BUNDLE))
     parser.add_argument("--clips", help="enrollment clips (manifest or folder); default: 10 espeak-ng sentences")
