@@ -31,6 +31,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
+from edgemeta.adaptation_methods import ADAPTATION_METHODS
 from edgemeta.batching import pad_audio, pad_targets
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint
 from edgemeta.corpus import Utterance
@@ -43,7 +44,8 @@ from edgemeta.speaker_tasks import Episode
 from edgemeta.twice_differentiable_ctc import twice_differentiable_ctc_loss
 
 Params = dict[str, torch.Tensor]
-METHODS = ("meta-sgd", "maml", "fomaml", "reptile", "finetune")
+# The inner loop runs every method meta-training runs under its own name (ctc-control adapts as finetune).
+METHODS = tuple(name for name, m in ADAPTATION_METHODS.items() if m.meta_training and m.adapts_as == name)
 SCOPES = ("head", "gru+head")
 FINETUNE_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
@@ -76,7 +78,7 @@ class AlgorithmConfig:
     @property
     def second_order(self) -> bool:
         """Whether the inner gradients are differentiated (exact MAML / Meta-SGD)."""
-        return self.method == "maml" or (self.method == "meta-sgd" and not self.first_order)
+        return ADAPTATION_METHODS[self.method].second_order(self.first_order)
 
 
 class LearnedRates(nn.Module):
