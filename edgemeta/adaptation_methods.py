@@ -87,8 +87,11 @@ ADAPTATION_METHODS: dict[str, AdaptationMethod] = {m.name: m for m in (
 )}
 NO_ADAPTATION = ADAPTATION_METHODS["none"]
 META_TRAINING_METHODS = tuple(name for name, m in ADAPTATION_METHODS.items() if m.meta_training is not None)
-# The recipe meta-trains every method of the comparison; the controls are opt-in.
-RECIPE_METHODS = tuple(name for name in META_TRAINING_METHODS if not ADAPTATION_METHODS[name].control)
+# The recipe meta-trains every method of the comparison (the controls are opt-in): the rate selection first (a minute),
+# then Meta-SGD, the model it ships, so that a run cut short still has it.
+RECIPE_METHODS = tuple(sorted((name for name in META_TRAINING_METHODS if not ADAPTATION_METHODS[name].control),
+                              key=lambda name: (ADAPTATION_METHODS[name].meta_training != "rate-only",
+                                                ADAPTATION_METHODS[name].rate != "per-parameter")))
 
 
 def adaptation_method(name: str) -> AdaptationMethod:

@@ -36,10 +36,6 @@ class Utterance:
     speaker: str
     source: str
 
-    @property
-    def seconds(self) -> float:
-        return len(self.audio) / 16000
-
 
 def cache_root() -> Path:
     """``$XDG_CACHE_HOME/edgemeta`` (default ``~/.cache/edgemeta``)."""

@@ -4,8 +4,8 @@ Stages (each skipped or resumed when its output is already there):
 
 1. synthesize training speakers (espeak-ng and festival; never flite);
 2. pretrain on them plus the speechocean762-train speakers outside the committed dev split;
-3. meta-train each method from the pretrained checkpoint under an equal budget
-   (``meta-sgd``, ``maml``, ``fomaml``, ``reptile``; ``finetune`` only picks its scalar rate);
+3. meta-train each method of the comparison from the pretrained checkpoint under an equal budget
+   (:data:`~edgemeta.adaptation_methods.RECIPE_METHODS`: ``finetune`` only picks its scalar rate; the controls are opt-in);
 4. build the decoder's character language model from wordfreq's English word frequencies;
 5. export the Meta-SGD model with it as a bundle (and, with ``--install``, as the built-in one).
 """
@@ -18,9 +18,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgemeta.adaptation_methods import META_TRAINING_METHODS, RECIPE_METHODS
 from edgemeta.corpus import cache_root
-
-DEFAULT_METHODS = ("finetune", "meta-sgd", "fomaml", "maml", "reptile")
+from edgemeta.evaluation.arguments import comma_list
 
 
 @dataclass
@@ -33,7 +33,7 @@ class RecipeConfig:
     synth_seed: int = 1
     pretrain_minutes: float = 45.0
     meta_minutes: float = 15.0
-    methods: tuple[str, ...] = DEFAULT_METHODS
+    methods: tuple[str, ...] = RECIPE_METHODS
     threads: int = 2
     install: bool = False
 
@@ -115,15 +115,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--runs", type=Path, default=defaults.runs, help="folder of the stages' outputs (default: %(default)s)")
     parser.add_argument("--pretrain-minutes", type=float, default=defaults.pretrain_minutes, help="pretraining budget (default: %(default)s)")
     parser.add_argument("--meta-minutes", type=float, default=defaults.meta_minutes, help="budget of each meta-training method (default: %(default)s)")
-    parser.add_argument("--methods", default=",".join(defaults.methods), help="comma-separated methods to meta-train (default: %(default)s)")
+    parser.add_argument("--methods", type=_methods, default=defaults.methods,
+                        help=f"comma-separated, from {', '.join(META_TRAINING_METHODS)} (default: {','.join(defaults.methods)})")
     parser.add_argument("--threads", type=int, default=defaults.threads, help="torch CPU threads (default: %(default)s)")
     parser.add_argument("--install", action="store_true", help="copy the exported bundle over the built-in one")
     parser.set_defaults(func=_run)
 
 
+def _methods(value: str) -> tuple[str, ...]:
+    methods = tuple(comma_list(value))
+    unknown = [m for m in methods if m not in META_TRAINING_METHODS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"not a meta-training method: {', '.join(unknown)} (choose from {', '.join(META_TRAINING_METHODS)})")
+    return methods
+
+
 def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     config = RecipeConfig(runs=args.runs, pretrain_minutes=args.pretrain_minutes, meta_minutes=args.meta_minutes,
-                          methods=tuple(m for m in args.methods.split(",") if m), threads=args.threads, install=args.install)
+                          methods=args.methods, threads=args.threads, install=args.install)
     print(run_recipe(config))
     return 0
