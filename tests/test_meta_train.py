@@ -15,7 +15,8 @@ from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint, new_chec
 from edgemeta.cli import main
 from edgemeta.corpus import Utterance
 from edgemeta.meta_learning import FINETUNE_GRID, AdaptedPart, encode_episodes, task_loss
-from edgemeta.meta_train import MetaTrainConfig, MetaTrainer, Ranks, load_tasks, meta_train
+from edgemeta.distributed import Ranks
+from edgemeta.meta_train import MetaTrainConfig, MetaTrainer, load_tasks, meta_train
 from edgemeta.model import SpeechRecognizer
 from edgemeta.speaker_tasks import EpisodeSampler, Task, speaker_tasks, split_speakers
 from edgemeta.splits import dev_speakers

@@ -43,7 +43,7 @@ def test_help_teaches_with_examples() -> None:
 def test_enroll_and_transcribe_without_torchaudio_onnx_trainer_or_portaudio(bundle_dir: Path, tmp_path: Path) -> None:  # noqa: F811
     """The device path in subprocesses where torchaudio, onnx, edgemeta's trainer and sounddevice cannot be imported."""
     env = runtime_env(tmp_path, tmp_path / "home")
-    for forbidden in ("torchaudio", "onnx", "wordfreq", "edgemeta.model", "edgemeta.language_model", "edgemeta.export.bundle_writer", "sounddevice"):
+    for forbidden in ("torchaudio", "onnx", "wordfreq", "edgemeta.model", "edgemeta.word_frequencies", "edgemeta.export.bundle_writer", "sounddevice"):
         probe = subprocess.run([sys.executable, "-c", f"import {forbidden}"], env=env, capture_output=True, text=True)
         assert probe.returncode != 0 and "must not be imported" in probe.stderr, f"the blocker lets {forbidden} through"
     clips = clip_folder(tmp_path / "clips")
