@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections import defaultdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from edgemeta.evaluation.datasets import split_speaker
 from edgemeta.runtime.audio import write_audio
 from edgemeta.runtime.ctc_decode import BeamSearch, greedy_decode
 from edgemeta.runtime.manifest import Clip, write_manifest
+from edgemeta.runtime.text import BLANK_ID, VOCABULARY, decode, encode
 from edgemeta.synth import SynthesisError, VoiceSpec, synthesize_many
 from export_fixtures import bundle_archive, bundle_dir  # noqa: F401 (session fixtures)
 
@@ -231,9 +233,77 @@ def test_decoder_weights_are_chosen_on_pools_and_measured_on_scored_clips(manife
                                    "--bonuses", "0,1", "--json", str(out)])
     assert json.loads(out.read_text()) == result
     assert len(result["grid"]) == 4 and result["tuning_clips"] == 6 and result["held_out_clips"] == 6
-    best = min(result["grid"], key=lambda g: (g["cer"], g["wer"]))
-    assert result["chosen"] == {"lm_weight": best["lm_weight"], "char_bonus": best["char_bonus"], "beam": 8}
     assert set(result["held_out"]) == {"greedy", "beam_lm"}
+
+
+def spelled(text: str) -> np.ndarray:
+    """``[frames, vocabulary]`` log-probs that spell ``text`` (a blank around every character): best path gives it back."""
+    ids = [BLANK_ID] + [i for c in encode(text) for i in (c, BLANK_ID)]
+    log_probs = np.full((len(ids), len(VOCABULARY)), np.log(1e-4), np.float32)
+    log_probs[np.arange(len(ids)), ids] = np.log(1 - 1e-4 * (len(VOCABULARY) - 1))
+    return log_probs
+
+
+class SpelledRecognizer:
+    """A stand-in recognizer for hand-built datasets whose "audio" is already its log-probs (see :func:`spelled`)."""
+
+    def __init__(self, bundle: object) -> None:
+        pass
+
+    def infer(self, audio: list[np.ndarray]) -> list[SimpleNamespace]:
+        return [SimpleNamespace(log_probs=a) for a in audio]
+
+
+def hand_built(speakers: dict[str, tuple[list[str], list[str]]]) -> SimpleNamespace:
+    """A dataset as ``load_dataset`` returns it: per speaker (pool texts, scored texts), each clip spelled."""
+    def clips(texts: list[str]) -> list[SimpleNamespace]:
+        return [SimpleNamespace(audio=spelled(t), text=t) for t in texts]
+    return SimpleNamespace(name="hand", speakers=[SimpleNamespace(pool=clips(pool), scored=clips(scored)) for pool, scored in speakers.values()])
+
+
+# What the stand-in beam search makes of each reference, per (weight, bonus); a reference not listed comes out right.
+HYPOTHESES = {
+    (0.0, 0.0): {"blue sky": "blue skies"},  # 3 edits in 1 word: CER 3/15, WER 1/4 (the lowest WER)
+    (0.0, 1.0): {"red cat": "r d cat", "blue sky": "blue s y"},  # 1 + 1 edits splitting 2 words: CER 2/15, WER 4/4
+    (0.5, 0.0): {"red cat": "red kat", "blue sky": "blu sky", "go home": "go hom"},  # 1 + 1 edits: CER 2/15, WER 2/4
+    (0.5, 1.0): {"red cat": "bed bat", "blue sky": "glue ski"},  # 2 + 2 edits: CER 4/15, WER 4/4
+}
+
+
+class TableSearch:
+    """A stand-in beam search: the best path, replaced by what :data:`HYPOTHESES` lists for its weight and bonus."""
+
+    beam = 8
+
+    def __init__(self, lm: object, lm_weight: float = 0.0, char_bonus: float = 0.0, beam: int = 8, prune: object = None, words: object = None) -> None:
+        self.lm, self.prune, self.words = lm, prune, words
+        self.hypotheses = HYPOTHESES.get((lm_weight, char_bonus), {})
+
+    def __call__(self, log_probs: np.ndarray) -> str:
+        reference = greedy_decode(log_probs)
+        return self.hypotheses.get(reference, reference)
+
+
+def test_decoder_weights_choose_the_lowest_pool_cer_then_wer_and_score_held_out_clips(bundle_dir: Path, tmp_path: Path,  # noqa: F811
+                                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hand-built: pools "red cat", "blue sky" (15 characters, 4 words), scored "go home" (7, 2).
+
+    The lowest pool CER (2/15) ties between (0, 1) and (0.5, 0); the lower WER chooses (0.5, 0) — not
+    (0, 0), the lowest WER, nor (0, 1), the first lowest CER in grid order. On the held-out clip it
+    makes "go hom": CER 1/7, WER 1/2; best path decodes it right.
+    """
+    from edgemeta.benchmarks import decoder_weights
+
+    dataset = hand_built({"a": (["red cat"], ["go home"]), "b": (["blue sky"], [])})
+    monkeypatch.setattr(decoder_weights, "load_dataset", lambda manifest: dataset)
+    monkeypatch.setattr(decoder_weights, "Recognizer", SpelledRecognizer)
+    monkeypatch.setattr(decoder_weights, "BeamSearch", TableSearch)
+    result = decoder_weights.main(["--bundle", str(bundle_dir), "--manifest", str(tmp_path / "unread.jsonl"), "--weights", "0,0.5", "--bonuses", "0,1"])
+    assert [(g["lm_weight"], g["char_bonus"], g["cer"], g["wer"]) for g in result["grid"]] == [
+        (0.0, 0.0, 0.2, 0.25), (0.0, 1.0, 0.1333, 1.0), (0.5, 0.0, 0.1333, 0.5), (0.5, 1.0, 0.2667, 1.0)]
+    assert result["chosen"] == {"lm_weight": 0.5, "char_bonus": 0.0, "beam": 8}
+    assert (result["tuning_clips"], result["held_out_clips"]) == (2, 1)
+    assert {name: (r["cer"], r["wer"]) for name, r in result["held_out"].items()} == {"greedy": (0.0, 0.0), "beam_lm": (0.1429, 0.5)}
 
 
 def test_transcript_check_benchmark_scores_right_and_wrong_transcripts(manifest: Path, bundle_dir: Path, tmp_path: Path) -> None:  # noqa: F811
@@ -242,4 +312,33 @@ def test_transcript_check_benchmark_scores_right_and_wrong_transcripts(manifest:
     rows = transcript_check.main(["--bundle", str(bundle_dir), "--manifest", str(manifest), "--json", str(tmp_path / "check.jsonl")])
     assert [r["threshold"] for r in rows] == list(transcript_check.THRESHOLDS)
     assert all(r["dataset"] == "synthset" and r["clips"] == 12 and 0 <= r["wrong_caught"] <= 1 for r in rows)
-    assert [r["right_left_out"] for r in rows] == sorted(r["right_left_out"] for r in rows), "a higher threshold leaves out more"
+
+
+# Alignment scores (nats/char) of the hand-built case below: (clip's own text, transcript scored against it).
+ALIGNMENT_SCORES = {
+    ("one", "one"): -2.5, ("hi", "hi"): -0.8, ("welcome", "welcome"): 0.3, ("four", "four"): -0.2, ("five", "five"): 1.0,
+    ("one", "hi"): -4.0, ("welcome", "one"): -1.2, ("four", "five"): -0.6, ("five", "four"): 0.7,
+}
+
+
+def test_transcript_check_pairs_each_clip_with_the_next_clips_text_and_counts_below_each_threshold(
+        bundle_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """Hand-built: speaker a reads one, hi, welcome (pool, then scored); b reads four, five.
+
+    Wrong transcripts are the next clip's of the same speaker, cyclically: hi for one, one for welcome,
+    five for four, four for five; "welcome" (7 characters) cannot fit the 5 frames of "hi" and is not scored.
+    Right scores -2.5, -0.8, 0.3, -0.2, 1.0 and wrong -4.0, -1.2, -0.6, 0.7, counted below each threshold.
+    """
+    from edgemeta.benchmarks import transcript_check
+
+    def score_from_table(log_probs: np.ndarray, ids: list[int]) -> float:
+        return ALIGNMENT_SCORES[(greedy_decode(log_probs), decode(ids))]
+
+    dataset = hand_built({"a": (["one", "hi"], ["welcome"]), "b": (["four"], ["five"])})
+    monkeypatch.setattr(transcript_check, "load_dataset", lambda manifest: dataset)
+    monkeypatch.setattr(transcript_check, "Recognizer", SpelledRecognizer)
+    monkeypatch.setattr(transcript_check, "alignment_score", score_from_table)
+    rows = transcript_check.main(["--bundle", str(bundle_dir), "--manifest", str(tmp_path / "unread.jsonl")])
+    assert transcript_check.THRESHOLDS == (-2.0, -1.0, -0.5, 0.0, 0.5)
+    assert [(r["clips"], r["right_left_out"], r["wrong_caught"]) for r in rows] == [
+        (5, 0.2, 0.25), (5, 0.2, 0.5), (5, 0.4, 0.75), (5, 0.6, 0.75), (5, 0.8, 0.75)]

@@ -7,6 +7,7 @@ unimportable, as on a device; the microphone is a private PulseAudio null sink.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -19,7 +20,10 @@ from conftest import REPO, skip_or_fail
 from edgemeta.runtime.audio import read_audio
 from edgemeta.benchmarks.virtual_microphone import VirtualMicrophoneError, play, virtual_microphone
 from edgemeta.runtime.bundle import load_bundle
+from edgemeta.runtime.manifest import read_manifest
+from edgemeta.runtime.metrics import score
 from edgemeta.runtime.profile_store import ProfileStore
+from edgemeta.runtime.text import normalize_text
 from edgemeta.synth import SynthesisError, require_engine
 from export_fixtures import bundle_dir  # noqa: F401  (session fixture)
 from runtime_helpers import TEXTS, runtime_env, speech, write_clip
@@ -51,6 +55,14 @@ def enrolled(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return home, run
 
 
+def printed_transcripts(stdout: str, head: str) -> dict[str, str]:
+    """The tour's per-clip lines under the heading matching ``head``: clip name -> transcript, in printed order."""
+    section = re.search(rf"^   (?:{head}):\n((?:     .*\n)*)", stdout, re.MULTILINE)
+    assert section, stdout
+    lines = (re.fullmatch(r"     (\S+): (.+)  \(reference .+\)", line) for line in section.group(1).splitlines())
+    return {match.group(1): ast.literal_eval(match.group(2)) for match in lines}
+
+
 def test_help_teaches_with_example_command_lines() -> None:
     """Every script's ``--help`` shows copyable ``python examples/NAME.py`` command lines."""
     runs = {name: subprocess.Popen(example(name, "--help"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -72,8 +84,15 @@ def test_python_api_tour(tmp_path: Path) -> None:
     command = example("python_api_tour.py", "--out", str(out), "--steps", "3", "--speakers", "1", "--clips", "3", "--k", "2")
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert re.search(r"^CER before enrollment: \d\.\d{3}", run.stdout, re.MULTILINE), run.stdout
-    assert re.search(r"^CER after enrollment: +\d\.\d{3}", run.stdout, re.MULTILINE), run.stdout
+    clips = read_manifest(out / "corpus" / "manifest.jsonl")
+    held_out = [c for c in clips if c.speaker == clips[-1].speaker][2:]  # the last speaker's clips after its k=2 enrollment clips
+    references = [normalize_text(c.text) for c in held_out]
+    for head, label in (("base head", "before"), (r"adapted head|base \(enrollment kept it\) head", "after")):
+        transcripts = printed_transcripts(run.stdout, head)
+        assert list(transcripts) == [c.audio.name for c in held_out], run.stdout
+        printed = re.search(rf"^CER {label} enrollment: +(\d+\.\d{{3}})", run.stdout, re.MULTILINE)
+        assert printed, run.stdout
+        assert float(printed.group(1)) == pytest.approx(score(references, list(transcripts.values())).cer, abs=5e-4), run.stdout
     assert load_bundle(out / "bundle").inner_steps == 3
     assert (out / "train" / "last.pt").is_file()
 
