@@ -168,10 +168,8 @@ def test_corrupt_archives_are_refused(bundle_dir: Path, bundle_archive: Path, tm
         load_bundle(tmp_path / "model.zip")
 
 
-def test_sessions_threads_and_streaming_state(bundle_dir: Path) -> None:
+def test_int8_session_and_streaming_state(bundle_dir: Path) -> None:
     bundle = load_bundle(bundle_dir)
-    session = bundle.session(threads=2)
-    assert session.get_session_options().intra_op_num_threads == 2
     assert bundle.has_int8 and bundle.session(int8=True) is not None
     stream = bundle.stream_session()
     state = bundle.initial_stream_state(batch=3)

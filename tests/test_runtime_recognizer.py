@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +59,29 @@ def test_a_users_head_is_fed_to_the_graph(bundle: Bundle) -> None:
         assert np.abs(a.log_probs - b.log_probs).max() > 0.1
 
 
-def test_threads_are_configurable(bundle: Bundle) -> None:
-    assert Recognizer(bundle, threads=2).session.get_session_options().intra_op_num_threads == 2
+# Counts the process's OS threads around each construction; a fresh process, so no other thread comes or goes meanwhile.
+COUNT_WORKER_THREADS = """
+import os, sys
+from edgemeta.runtime.bundle import load_bundle
+from edgemeta.runtime.live import LiveTranscriber
+from edgemeta.runtime.recognizer import Recognizer
+
+bundle = load_bundle(sys.argv[1])
+for make in (Recognizer, LiveTranscriber):
+    for threads in (1, 3):
+        before = len(os.listdir("/proc/self/task"))
+        made = make(bundle, threads=threads)
+        print(make.__name__, threads, len(os.listdir("/proc/self/task")) - before)
+        del made
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts the process's threads in /proc (Linux)")
+def test_threads_set_how_many_workers_onnxruntime_starts(bundle_dir: Path) -> None:  # noqa: F811
+    """``threads=N``: onnxruntime runs the graph on the calling thread and N - 1 workers it starts with the session."""
+    counted = subprocess.run([sys.executable, "-c", COUNT_WORKER_THREADS, str(bundle_dir)], capture_output=True, text=True, timeout=120)
+    assert counted.returncode == 0, counted.stderr
+    assert counted.stdout.splitlines() == ["Recognizer 1 0", "Recognizer 3 2", "LiveTranscriber 1 0", "LiveTranscriber 3 2"]
 
 
 def long_recording(pause_seconds: float = 1.0) -> tuple[np.ndarray, list[tuple[float, float]]]:
