@@ -194,3 +194,36 @@ def test_a_missing_microphone_is_a_clear_error(bundle_dir: Path, home: Path, cap
     assert main(["--bundle", str(bundle_dir), "listen", "--device", "no-such-microphone-here"]) == EXIT_MICROPHONE
     err = capsys.readouterr().err
     assert any(reason in err for reason in ("no input device 'no-such-microphone-here'", "no input device found", "PortAudio is not"))
+
+
+def test_a_truncated_wav_is_an_error_for_transcribe_and_left_out_by_enroll(bundle_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    """The first 60 bytes of a real clip: its RIFF header promises the whole clip (libsndfile alone reads 8 samples)."""
+    command = [str(Path(sys.executable).with_name("edgemeta-runtime")), "--bundle", str(bundle_dir)]
+    env = runtime_env(tmp_path, tmp_path / "home")
+    clips = tmp_path / "clips"
+    for index, (audio, text) in enumerate(zip(speech()[:3], TEXTS)):
+        write_clip(clips, f"clip{index}.wav", audio, text)
+    cut = clips / "cut.wav"
+    cut.write_bytes((clips / "clip0.wav").read_bytes()[:60])
+    cut.with_suffix(".txt").write_text(TEXTS[0] + "\n", encoding="utf-8")
+    good = str(clips / "clip1.wav")
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*command, *args], env=env, capture_output=True, text=True, timeout=120)
+
+    listed = run("transcribe", "--jsonl", good, str(cut), good)
+    assert listed.returncode == EXIT_INPUT, listed.stderr
+    lines = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [line["audio"] for line in lines] == [good, str(cut), good]
+    assert set(lines[0]) == set(lines[2]) == {"audio", "text"} and lines[0] == lines[2]
+    assert set(lines[1]) == {"audio", "error"} and str(cut) in lines[1]["error"] and "truncated" in lines[1]["error"]
+    plain = run("transcribe", str(cut))
+    assert plain.returncode == EXIT_INPUT and plain.stdout == ""
+    assert f"error: {cut}: truncated" in plain.stderr
+
+    enrolled = run("enroll", "--user", "ivy", "--from", str(clips), "--json")
+    assert enrolled.returncode == EXIT_OK, enrolled.stderr
+    report = json.loads(enrolled.stdout)
+    assert report["clips_used"] == ["clip0.wav", "clip1.wav", "clip2.wav"]
+    assert [c["clip"] for c in report["clips_left_out"]] == ["cut.wav"] and "truncated" in report["clips_left_out"][0]["reason"]
+    assert [c.name for c in ProfileStore(tmp_path / "home").load("ivy").clips] == ["clip0.wav", "clip1.wav", "clip2.wav"]
