@@ -1,33 +1,54 @@
-"""The recognizer: log-mel -> causal CNN (time subsampling) -> GRU -> adaptable head -> CTC.
+"""The recognizer: a body (chosen by name) -> GRU -> adaptable head -> CTC.
 
-The model is split in two named parts. The **body** (frontend, convolutions,
-GRU) is frozen on the device; the **head** (:class:`Head`, the final layers) is
-what Meta-SGD's inner loop and the device's enrollment adapt. Everything that
-needs the split (meta-learner, exporter, runtime) goes through
-:meth:`SpeechRecognizer.body`, :attr:`SpeechRecognizer.head` and
-:func:`head_parameter_names`. :class:`StreamingRecognizer` runs the same
-modules chunk by chunk (the bundle's ``stream.onnx``).
+Two bodies (:data:`BODIES`): ``cnn-gru`` (log-mel -> causal CNN with time
+subsampling, trained from scratch: it streams chunk by chunk) and
+``whisper-tiny.en`` (whisper's log-mel front end and pretrained encoder,
+frozen by default, 50 frames/s: it sees whole segments of at most 30 s).
+Either way a GRU follows and the model is split in two named parts. The
+**body** (everything up to the GRU's output) is frozen on the device; the
+**head** (:class:`Head`, the final layers) is what Meta-SGD's inner loop and
+the device's enrollment adapt. Everything that needs the split (meta-learner,
+exporter, runtime) goes through :meth:`SpeechRecognizer.body`,
+:attr:`SpeechRecognizer.head` and :func:`head_parameter_names`; training on
+cached encoder outputs goes through :meth:`SpeechRecognizer.acoustic_features`
+and :meth:`SpeechRecognizer.encode`. :class:`StreamingRecognizer` runs a
+``cnn-gru`` model's modules chunk by chunk (the bundle's ``stream.onnx``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from edgemeta.bodies.whisper_body import WhisperBody
+from edgemeta.bodies.whisper_encoder import WhisperEncoder, WhisperEncoderConfig, encoder_frames
 from edgemeta.frontend import LogMelFrontend
 from edgemeta.runtime.audio import SAMPLE_RATE
 from edgemeta.runtime.bundle_format import HEAD_PREFIX, state_name
 from edgemeta.runtime.text import VOCABULARY
 
 
+CNN_GRU = "cnn-gru"
+WHISPER_TINY_EN = "whisper-tiny.en"
+BODIES = (CNN_GRU, WHISPER_TINY_EN)
+
+
 @dataclass
 class ModelConfig:
-    """Constructor arguments of :class:`SpeechRecognizer`; saved in every checkpoint and bundle."""
+    """Constructor arguments of :class:`SpeechRecognizer`; saved in every checkpoint and bundle.
 
+    ``body`` picks the body; the log-mel, CNN and ``tail_samples`` fields are
+    ``cnn-gru``'s, ``whisper`` holds the encoder's dimensions
+    (:class:`~edgemeta.bodies.whisper_encoder.WhisperEncoderConfig` fields;
+    empty: tiny.en) and ``train_encoder_blocks`` how many of its last blocks
+    pretraining may train (0: frozen).
+    """
+
+    body: str = CNN_GRU
     sample_rate: int = SAMPLE_RATE
     n_fft: int = 400
     hop_length: int = 160
@@ -44,6 +65,24 @@ class ModelConfig:
     head_hidden: bool = True
     vocab_size: int = len(VOCABULARY)
     tail_samples: int = 3200  # silence appended to every input (0.2 s): see SpeechRecognizer.log_mel
+    whisper: dict = field(default_factory=dict)
+    train_encoder_blocks: int = 0
+
+    def __post_init__(self) -> None:
+        if self.body not in BODIES:
+            raise ValueError(f"unknown body {self.body!r}: one of {', '.join(BODIES)}")
+        if self.body == WHISPER_TINY_EN and self.bidirectional:
+            raise ValueError("the whisper body's GRU is unidirectional: the encoder already sees the whole segment")
+
+    @property
+    def encoder_config(self) -> WhisperEncoderConfig:
+        """The whisper encoder's dimensions (``whisper-tiny.en`` body)."""
+        return WhisperEncoderConfig(**self.whisper)
+
+    @property
+    def streams(self) -> bool:
+        """Whether the model can run chunk by chunk (``stream.onnx``): causal layers only."""
+        return self.body == CNN_GRU and not self.bidirectional
 
     @property
     def feature_size(self) -> int:
@@ -108,24 +147,47 @@ class SpeechRecognizer(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.frontend = LogMelFrontend(c.sample_rate, c.n_fft, c.hop_length, c.n_mels, c.log_floor)
-        self.subsample = CausalConv1d(c.n_mels, c.channels, 2 * c.subsampling + 1, stride=c.subsampling)
-        self.blocks = nn.ModuleList(ConvBlock(c.channels, c.kernel_size, c.expansion) for _ in range(c.blocks))
-        self.gru = nn.GRU(c.channels, c.gru_hidden, c.gru_layers, batch_first=True, bidirectional=c.bidirectional)
+        if c.body == WHISPER_TINY_EN:
+            # Random weights here: new_model() loads the pretrained ones, a checkpoint its own copy.
+            self.whisper = WhisperBody(WhisperEncoder(c.encoder_config))
+            self.whisper.requires_grad_(False)
+            blocks = self.whisper.encoder.blocks
+            for block in list(blocks)[len(blocks) - c.train_encoder_blocks :] if c.train_encoder_blocks else []:
+                block.requires_grad_(True)
+            gru_input = c.encoder_config.width
+        else:
+            self.frontend = LogMelFrontend(c.sample_rate, c.n_fft, c.hop_length, c.n_mels, c.log_floor)
+            self.subsample = CausalConv1d(c.n_mels, c.channels, 2 * c.subsampling + 1, stride=c.subsampling)
+            self.blocks = nn.ModuleList(ConvBlock(c.channels, c.kernel_size, c.expansion) for _ in range(c.blocks))
+            gru_input = c.channels
+        self.gru = nn.GRU(gru_input, c.gru_hidden, c.gru_layers, batch_first=True, bidirectional=c.bidirectional)
         self.head = Head(c.feature_size, c.vocab_size, c.head_hidden)
 
     def frame_lengths(self, sample_lengths: torch.Tensor) -> torch.Tensor:
-        """Output frames for inputs of ``sample_lengths`` samples (the silent tail included)."""
+        """Output frames for inputs of ``sample_lengths`` samples (``cnn-gru``: the silent tail included)."""
+        if self.config.body == WHISPER_TINY_EN:
+            return encoder_frames(torch.div(sample_lengths, self.config.hop_length, rounding_mode="floor"))
         frames = torch.div(sample_lengths + self.config.tail_samples, self.config.hop_length, rounding_mode="floor")
         return torch.div(frames + self.config.subsampling - 1, self.config.subsampling, rounding_mode="floor")
 
+    def acoustic_features(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """What :meth:`encode` takes: ``cnn-gru`` the normalised log-mel ``[batch, n_mels, frames]`` (silent
+        tail included), ``whisper-tiny.en`` the encoder's output ``[batch, frames, width]`` (what training caches)."""
+        if self.config.body == WHISPER_TINY_EN:
+            if lengths is None:
+                lengths = torch.full((waveform.shape[0],), waveform.shape[1], dtype=torch.long, device=waveform.device)
+            return self.whisper(waveform, lengths)[0]
+        return self.log_mel(waveform)
+
     def encode(self, features: torch.Tensor, frame_lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Normalised log-mel ``[batch, n_mels, frames]`` -> head input ``[batch, frames', feature_size]``.
+        """:meth:`acoustic_features` -> head input ``[batch, frames', feature_size]``.
 
         Causal convolutions and a unidirectional GRU never look at later
         (padding) frames; a bidirectional GRU is given packed sequences when
         ``frame_lengths`` (output frames) are known.
         """
+        if self.config.body == WHISPER_TINY_EN:
+            return self.gru(features)[0]
         x = F.gelu(self.subsample(features)).transpose(1, 2)
         for block in self.blocks:
             x = block(x)
@@ -146,10 +208,20 @@ class SpeechRecognizer(nn.Module):
     def body(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """The frozen part: waveform -> head input features ``[batch, frames, feature_size]``."""
         frame_lengths = None if lengths is None else self.frame_lengths(lengths)
-        return self.encode(self.log_mel(waveform), frame_lengths)
+        return self.encode(self.acoustic_features(waveform, lengths), frame_lengths)
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return F.log_softmax(self.head(self.body(waveform, lengths)), dim=-1)
+
+
+def new_model(config: ModelConfig) -> SpeechRecognizer:
+    """A fresh model: random weights, except a ``whisper-tiny.en`` body's pretrained encoder (sha256 checked)."""
+    model = SpeechRecognizer(config)
+    if config.body == WHISPER_TINY_EN:
+        from edgemeta.bodies.whisper_weights import load_packaged_tiny_en
+
+        model.whisper.encoder.load_state_dict(load_packaged_tiny_en().state_dict())
+    return model
 
 
 def head_parameter_names(model: SpeechRecognizer) -> list[str]:
@@ -181,8 +253,9 @@ class StreamingRecognizer(nn.Module):
 
     def __init__(self, model: SpeechRecognizer) -> None:
         super().__init__()
-        if model.config.bidirectional:
-            raise ValueError("a bidirectional model needs the whole utterance: it cannot stream")
+        if not model.config.streams:
+            raise ValueError(f"a {model.config.body} body{' with a bidirectional GRU' if model.config.bidirectional else ''} "
+                             "needs the whole utterance: it cannot stream")
         self.model = model
         config = model.config
         self.hop_length = config.hop_length

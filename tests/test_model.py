@@ -1,7 +1,8 @@
+import pytest
 import torch
 
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint, new_checkpoint, save_checkpoint
-from edgemeta.model import head_parameter_names
+from edgemeta.model import ModelConfig, SpeechRecognizer, StreamingRecognizer, head_parameter_names
 
 
 def test_shapes_frame_lengths_and_head_split(tiny_model):
@@ -31,3 +32,28 @@ def test_checkpoint_rebuilds_its_own_model(tiny_model, tmp_path):
     x = torch.randn(1, 4000)
     assert torch.equal(rebuilt(x), tiny_model(x))
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_whisper_body_gives_each_clip_of_a_padded_batch_its_own_frames() -> None:
+    """The whisper body (random weights: the importers and parity are tested in test_whisper_body.py)."""
+    from edgemeta.model import WHISPER_TINY_EN
+
+    torch.manual_seed(0)
+    config = ModelConfig(body=WHISPER_TINY_EN, whisper={"width": 64, "heads": 2, "layers": 2}, gru_hidden=32)
+    model = SpeechRecognizer(config).eval()
+    assert not any(p.requires_grad for p in model.whisper.parameters())  # frozen by default
+    waveforms = torch.randn(2, 16000) * 0.1
+    lengths = torch.tensor([16000, 9000])
+    with torch.no_grad():
+        batch = model(waveforms, lengths)
+        alone = model(waveforms[1:, :9000], lengths[1:])
+    assert model.frame_lengths(lengths).tolist() == [50, 28]  # 100 mel frames/s, halved by the encoder
+    assert alone.shape[1] == 28
+    torch.testing.assert_close(batch[1, :28], alone[0], atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="cannot stream"):
+        StreamingRecognizer(model)
+
+
+def test_unknown_body_is_named() -> None:
+    with pytest.raises(ValueError, match="unknown body 'wav2vec'"):
+        ModelConfig(body="wav2vec")
