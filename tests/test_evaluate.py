@@ -295,7 +295,7 @@ def test_decoder_weights_choose_the_lowest_pool_cer_then_wer_and_score_held_out_
     from edgemeta.benchmarks import decoder_weights
 
     dataset = hand_built({"a": (["red cat"], ["go home"]), "b": (["blue sky"], [])})
-    monkeypatch.setattr(decoder_weights, "load_dataset", lambda manifest: dataset)
+    monkeypatch.setattr(decoder_weights, "load_dataset", lambda manifest, split: dataset if split == "dev" else None)
     monkeypatch.setattr(decoder_weights, "Recognizer", SpelledRecognizer)
     monkeypatch.setattr(decoder_weights, "BeamSearch", TableSearch)
     result = decoder_weights.main(["--bundle", str(bundle_dir), "--manifest", str(tmp_path / "unread.jsonl"), "--weights", "0,0.5", "--bonuses", "0,1"])
@@ -335,10 +335,48 @@ def test_transcript_check_pairs_each_clip_with_the_next_clips_text_and_counts_be
         return ALIGNMENT_SCORES[(greedy_decode(log_probs), decode(ids))]
 
     dataset = hand_built({"a": (["one", "hi"], ["welcome"]), "b": (["four"], ["five"])})
-    monkeypatch.setattr(transcript_check, "load_dataset", lambda manifest: dataset)
+    monkeypatch.setattr(transcript_check, "load_dataset", lambda manifest, split: dataset if split == "dev" else None)
     monkeypatch.setattr(transcript_check, "Recognizer", SpelledRecognizer)
     monkeypatch.setattr(transcript_check, "alignment_score", score_from_table)
     rows = transcript_check.main(["--bundle", str(bundle_dir), "--manifest", str(tmp_path / "unread.jsonl")])
     assert transcript_check.THRESHOLDS == (-2.0, -1.0, -0.5, 0.0, 0.5)
     assert [(r["clips"], r["right_left_out"], r["wrong_caught"]) for r in rows] == [
         (5, 0.2, 0.25), (5, 0.2, 0.5), (5, 0.4, 0.75), (5, 0.6, 0.75), (5, 0.8, 0.75)]
+
+
+def test_worse_is_measured_against_the_pretrained_models_k0_for_every_method() -> None:
+    """meta-sgd's own k=0 (0.46) hides that after 10 clips (0.43) it is still worse than the pretrained model (0.40)."""
+    from edgemeta.evaluation.adaptation_runs import Record
+    from edgemeta.evaluation.summary import baseline_model, summarize
+
+    cer = {("pretrained", "none", 0): 0.40, ("meta-sgd", "none", 0): 0.46, ("meta-sgd", "meta-sgd", 0): 0.46,
+           ("meta-sgd", "meta-sgd", 10): 0.43, ("pretrained", "finetune", 10): 0.405}
+    records = [Record("d", model, method, k, "s1", 0, value, 0.5) for (model, method, k), value in cer.items()]
+    assert baseline_model(records) == "pretrained"
+    rows = {(r.model, r.method, r.k): r.worse for r in summarize(records, [], baseline_model(records))}
+    assert rows[("meta-sgd", "meta-sgd", 10)] == 1.0  # 0.43 > 0.40 + 0.01
+    assert rows[("pretrained", "finetune", 10)] == 0.0  # 0.405 is within the margin
+    own = {(r.model, r.method, r.k): r.worse for r in summarize(records, [], baseline=None)}
+    assert own[("meta-sgd", "meta-sgd", 10)] == 0.0  # against its own k=0 it looked better
+    assert baseline_model([r for r in records if r.model == "meta-sgd"]) == "meta-sgd"  # no pretrained: the first model
+
+
+def test_speechocean_is_scored_on_the_test_speakers_unless_dev_is_asked_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgemeta.evaluation.datasets import load_dataset
+    from edgemeta.splits import dev_speakers, test_speakers
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = tmp_path / "speechocean762-train"  # the folder name is what marks the corpus
+    speakers = [sorted(dev_speakers())[0], sorted(test_speakers())[0], "so762-trained"]
+    clips = []
+    for speaker in speakers:
+        for i in range(3):
+            path = folder / speaker / f"{i}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_audio(path, np.full(1600, 0.1 * (i + 1), np.float32))
+            clips.append(Clip(path, "a", speaker))
+    write_manifest(folder / "manifest.jsonl", clips)
+    assert [s.speaker for s in load_dataset(folder / "manifest.jsonl").speakers] == [speakers[1]]
+    assert [s.speaker for s in load_dataset(folder / "manifest.jsonl", "dev").speakers] == [speakers[0]]
+    with pytest.raises(ValueError, match="split"):
+        load_dataset(folder / "manifest.jsonl", "train")

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
         return BeamSearch(base.lm, weight, bonus, args.beam, prune=base.prune, words=base.words)
 
     recognizer = Recognizer(bundle)
-    dataset = load_dataset(args.manifest)
+    dataset = load_dataset(args.manifest, split="dev")  # weights are a choice: dev speakers only
     tune = [u for speaker in dataset.speakers for u in speaker.pool]
     held_out = [u for speaker in dataset.speakers for u in speaker.scored]
     tune_lp = [o.log_probs for o in recognizer.infer([u.audio for u in tune])]

@@ -15,11 +15,11 @@ from edgemeta.adaptation_methods import ADAPTATION_METHODS
 from edgemeta.evaluation import EvalError
 from edgemeta.evaluation.adaptation_runs import evaluate, protocol_notes
 from edgemeta.evaluation.arguments import comma_list, k_list, positive_int
-from edgemeta.evaluation.datasets import load_dataset
+from edgemeta.evaluation.datasets import SPLITS, load_dataset
 from edgemeta.evaluation.method_plans import MODEL_NAMES, plan_methods
 from edgemeta.evaluation.models import load_model
 from edgemeta.evaluation.report import guard_rules, markdown_table, plot_cer, report_markdown
-from edgemeta.evaluation.summary import WORSE_MARGIN, summarize
+from edgemeta.evaluation.summary import WORSE_MARGIN, baseline_model, summarize
 from edgemeta.runtime.bundle import BUILTIN_BUNDLE
 
 OPT_IN = [name for name, m in ADAPTATION_METHODS.items() if not m.evaluated_by_default]
@@ -51,7 +51,9 @@ examples:
   edgemeta eval --manifest data/flite/manifest.jsonl --model meta-sgd=bundles/mine --guard --json eval/guard.jsonl
 
 writes OUT (JSON Lines), OUT with .md (the table), .png (CER against k) and .summary.json
-(clip lists, rates, guard decisions, notes, timings). speechocean762-train is scored on its dev speakers only.
+(clip lists, rates, guard decisions, notes, timings). speechocean762-train is scored on the committed
+split's test speakers (--split dev: its dev speakers, for choices). "worse" compares every method with one
+baseline: the pretrained model's k=0 (without --model pretrained=...: the first model's).
 """
 
 
@@ -77,6 +79,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--guard", action="store_true", help="bundles: clip checks and the guard, as the device enrolls")
     parser.add_argument("--greedy", action="store_true",
                         help="bundles: best-path decoding instead of their language model, as checkpoints decode (compares acoustic models)")
+    parser.add_argument("--split", choices=SPLITS, default="test",
+                        help="speechocean762-train speakers to score: test (reported figures, the default) or dev "
+                             "(where choices are made); other manifests are scored whole")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch and onnxruntime CPU threads (default: 1)")
     parser.add_argument("--json", type=Path, required=True, metavar="OUT", help="JSON Lines output, one record per run")
     parser.set_defaults(func=run)
@@ -113,16 +118,17 @@ def _run(args: argparse.Namespace) -> int:
     if len(set(folders)) < len(folders):
         raise EvalError(f"two manifests share the folder name {sorted(f for f in folders if folders.count(f) > 1)[0]!r}, "
                         "which names their dataset")
-    datasets = [load_dataset(m) for m in args.manifest]
+    datasets = [load_dataset(m, args.split) for m in args.manifest]
     notes = [note for d in datasets for note in d.notes] + protocol_notes(datasets, models, args.k)
     for note in notes:
         print(note, file=sys.stderr)
     loaded = time.perf_counter()
     records, enrolled = evaluate(datasets, models, plans, args.k, args.seeds)
 
-    rows = summarize(records, enrolled)
+    baseline = baseline_model(records)
+    rows = summarize(records, enrolled, baseline)
     rules = guard_rules(enrolled)
-    report = report_markdown(rows, args.guard, args.seeds, rules, notes)
+    report = report_markdown(rows, args.guard, args.seeds, rules, notes, baseline)
     md, png, summary = (args.json.with_suffix(suffix) for suffix in (".md", ".png", ".summary.json"))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text("".join(json.dumps(asdict(r)) + "\n" for r in records), encoding="utf-8")
@@ -131,7 +137,8 @@ def _run(args: argparse.Namespace) -> int:
     summary.write_text(json.dumps({
         "models": {n: {"path": str(m.path), "kind": m.kind, "trained_as": m.method} for n, m in models.items()},
         "methods": [asdict(p) for p in plans],
-        "k": args.k, "seeds": args.seeds, "guard": args.guard, "worse_margin": WORSE_MARGIN,
+        "k": args.k, "seeds": args.seeds, "guard": args.guard, "split": args.split,
+        "worse_margin": WORSE_MARGIN, "worse_baseline": f"{baseline} k=0",
         "guard_rules": rules,
         "datasets": {d.name: {
             "manifest": str(d.manifest),

@@ -10,9 +10,10 @@ from pathlib import Path
 from edgemeta.corpus import Utterance, load_corpus
 from edgemeta.evaluation import EvalError
 from edgemeta.runtime.manifest import ManifestError
-from edgemeta.splits import SPEECHOCEAN, dev_speakers
+from edgemeta.splits import SPEECHOCEAN, dev_speakers, test_speakers
 
 SCORED_CLIPS = 10
+SPLITS = ("test", "dev")  # test: reported figures; dev: every choice (rates, decoder weights, checkpoints)
 
 
 def _rank(key: str) -> str:
@@ -55,17 +56,23 @@ class Dataset:
     notes: list[str] = field(default_factory=list)
 
 
-def load_dataset(manifest: Path) -> Dataset:
-    """Read a manifest and split its speakers; speechocean762-train keeps only the committed split's dev speakers."""
+def load_dataset(manifest: Path, split: str = "test") -> Dataset:
+    """Read a manifest and split its speakers; speechocean762-train keeps only the committed split's ``split`` speakers.
+
+    ``split="test"`` for figures that are reported, ``"dev"`` for anything a choice is made on.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     root = manifest.resolve().parent
-    held_out = dev_speakers() if root.name == SPEECHOCEAN else None
+    held_out = (test_speakers() if split == "test" else dev_speakers()) if root.name == SPEECHOCEAN else None
     try:
         utterances = load_corpus(manifest, include_speakers=held_out)
     except ManifestError as error:
         raise EvalError(str(error)) from None
     notes = []
     if held_out is not None:
-        notes.append(f"{root.name}: only the {len(held_out)} dev speakers of the committed split are scored (the others trained the models)")
+        notes.append(f"{root.name}: only the {len(held_out)} {split} speakers of the committed split are scored "
+                     "(dev: choices are made on them; test: reported, never chosen on; the others trained the models)")
     by_speaker: dict[str, list[Utterance]] = defaultdict(list)
     for u in utterances:
         by_speaker[u.speaker].append(u)

@@ -15,7 +15,6 @@ from edgemeta.corpus import Utterance
 from edgemeta.evaluation import EvalError
 from edgemeta.meta_learning import AdaptedPart, ClipBatch, adapt_head, decode, encode_clips
 from edgemeta.runtime.adapter import Adapter, EnrollmentClip
-from edgemeta.runtime.audio import SAMPLE_RATE
 from edgemeta.runtime.bundle import BundleError, is_archive, load_bundle
 from edgemeta.runtime.recognizer import Recognizer
 
@@ -96,8 +95,6 @@ class BundleModel:
     def __init__(self, name: str, path: Path, threads: int, guard: bool, greedy: bool = False) -> None:
         self.name, self.path = name, path
         self.bundle = load_bundle(path)
-        if self.bundle.sample_rate != SAMPLE_RATE:
-            raise EvalError(f"{path}: the bundle expects {self.bundle.sample_rate} Hz audio; the evaluation reads {SAMPLE_RATE} Hz")
         self.threads, self.guard, self.greedy = threads, guard, greedy
         self.recognizer = Recognizer(self.bundle, threads=threads, greedy=greedy)
         self.decoding = "best-path" if greedy or self.bundle.decoder_settings is None else "with beam search and the bundle's language model"

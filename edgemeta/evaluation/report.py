@@ -77,14 +77,14 @@ def guard_rules(enrolled: list[Enrolled]) -> dict[int, list[str]]:
     return {k: sorted(v) for k, v in sorted(rules.items())}
 
 
-def report_markdown(rows: list[Row], guard: bool, seeds: int, rules: dict[int, list[str]], notes: list[str]) -> str:
+def report_markdown(rows: list[Row], guard: bool, seeds: int, rules: dict[int, list[str]], notes: list[str], baseline: str) -> str:
     """The Markdown report: the table, how to read it and the notes."""
     text = [
         "# edgemeta eval", "", markdown_table(rows, guard), "",
         f"Per speaker: CER = Σ edits / Σ reference characters over its fixed scored clips (at most {SCORED_CLIPS}, "
         f"identical for every k, method and seed); mean over {seeds} seed(s) of the adaptation draw, then mean, std and "
-        f"min–max across speakers. worse: fraction of speakers whose seed-mean CER exceeds the same model's k=0 CER + "
-        f"{WORSE_MARGIN}.",
+        f"min–max across speakers. worse: fraction of speakers whose seed-mean CER exceeds one baseline for every "
+        f"method, {baseline}'s k=0 CER, + {WORSE_MARGIN}.",
     ]
     if guard:
         text.append("guard accepted: fraction of bundle enrollments the device's guard accepted (— for checkpoints: no guard). "

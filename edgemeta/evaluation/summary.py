@@ -12,6 +12,7 @@ from edgemeta.evaluation.adaptation_runs import Enrolled, Record
 from edgemeta.runtime.adapter import CER_TOLERANCE
 
 WORSE_MARGIN = CER_TOLERANCE  # the runtime's guard uses the same margin
+BASELINE_MODEL = "pretrained"
 
 
 @dataclass
@@ -35,14 +36,25 @@ class Row:
     seconds_per_adaptation: float | None
 
 
-def summarize(records: list[Record], enrolled: list[Enrolled]) -> list[Row]:
-    """Table rows by dataset, model, method (as first seen) and k: spread across speakers, "worse" against the model's k=0."""
+def baseline_model(records: list[Record]) -> str:
+    """The one model whose k=0 every "worse" is measured against: ``pretrained`` when evaluated, else the first model."""
+    models = list(dict.fromkeys(r.model for r in records))
+    return BASELINE_MODEL if BASELINE_MODEL in models else models[0]
+
+
+def summarize(records: list[Record], enrolled: list[Enrolled], baseline: str | None) -> list[Row]:
+    """Table rows by dataset, model, method (as first seen) and k: spread across speakers.
+
+    "worse" compares each speaker with ``baseline``'s k=0 for every model and method (evaluation:
+    :func:`baseline_model`, so a method whose own k=0 is already worse than the pretrained model cannot
+    hide it), or with each model's own k=0 when ``baseline`` is None (peers: different recognizers).
+    """
     groups: dict[tuple[str, str, str, int], dict[str, list[Record]]] = defaultdict(lambda: defaultdict(list))
     before: dict[tuple[str, str, str], float] = {}
     for r in records:
         groups[(r.dataset, r.model, r.method, r.k)][r.speaker].append(r)
-        if r.method == NO_ADAPTATION.name:
-            before[(r.dataset, r.model, r.speaker)] = r.cer
+        if r.method == NO_ADAPTATION.name and baseline in (None, r.model):
+            before[(r.dataset, r.model if baseline is None else baseline, r.speaker)] = r.cer
     facts: dict[tuple[str, str, str, int], list[Enrolled]] = defaultdict(list)
     for e in enrolled:
         facts[(e.dataset, e.model, e.method, e.k)].append(e)
@@ -53,8 +65,9 @@ def summarize(records: list[Record], enrolled: list[Enrolled]) -> list[Row]:
         values = np.array(list(cer.values()))
         worse = draws = None
         if k > 0:
-            worse = float(np.mean([cer[s] > before[(dataset, model, s)] + WORSE_MARGIN for s in cer]))
-            draws = float(np.mean([r.cer > before[(dataset, model, s)] + WORSE_MARGIN for s, rs in by_speaker.items() for r in rs]))
+            reference = model if baseline is None else baseline
+            worse = float(np.mean([cer[s] > before[(dataset, reference, s)] + WORSE_MARGIN for s in cer]))
+            draws = float(np.mean([r.cer > before[(dataset, reference, s)] + WORSE_MARGIN for s, rs in by_speaker.items() for r in rs]))
         runs = facts.get((dataset, model, method, k), [])
         guarded = [e.guard_accepted for e in runs if e.guard_accepted is not None]
         rows.append(Row(
