@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from edgemeta.runtime.ctc_loss import concatenated_targets, min_frames
+from edgemeta.runtime.ctc_loss import concatenated_targets
 from edgemeta.runtime.text import encode
 
 
@@ -38,8 +38,3 @@ def pad_audio(audios: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
 def pad_targets(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """CTC targets of normalised texts: ``(concatenated ids, lengths)``."""
     return concatenated_targets([encode(t) for t in texts])
-
-
-def ctc_min_frames(text: str) -> int:
-    """Frames CTC needs for a normalised ``text`` (the runtime's :func:`~edgemeta.runtime.ctc_loss.min_frames`)."""
-    return min_frames(encode(text))

@@ -55,7 +55,7 @@ def _clips_by_speaker(manifest: Path) -> dict[str, list[Clip]]:
 def personalise_voice(bundle: Bundle, store: ProfileStore, voice: str, clips: list[Clip], k: int, threads: int) -> VoiceResult:
     """Enroll ``voice`` on its first ``k`` clips and score the rest before and after."""
     enrollment, scored = clips[:k], clips[k:]
-    audio = [read_audio(c.audio) for c in scored]
+    audio = [read_audio(c.audio, bundle.sample_rate) for c in scored]
     references = [normalize_text(c.text) for c in scored]
     recognizer = Recognizer(bundle, threads=threads)
     started = time.perf_counter()
@@ -63,7 +63,7 @@ def personalise_voice(bundle: Bundle, store: ProfileStore, voice: str, clips: li
     transcribe_seconds = time.perf_counter() - started
     started = time.perf_counter()
     result, profile = enroll_and_save(
-        bundle, store, voice, [EnrollmentClip(c.audio.name, read_audio(c.audio), c.text) for c in enrollment], [], threads)
+        bundle, store, voice, [EnrollmentClip(c.audio.name, read_audio(c.audio, bundle.sample_rate), c.text) for c in enrollment], [], threads)
     enroll_seconds = time.perf_counter() - started
     recognizer.set_head(profile.weights)
     after = score(references, [t.text for t in recognizer.transcribe(audio)])

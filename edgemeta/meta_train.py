@@ -33,7 +33,6 @@ import torch
 from tqdm import tqdm
 
 from edgemeta.adaptation_methods import META_TRAINING_METHODS, AdaptationMethod, adaptation_method
-from edgemeta.batching import ctc_min_frames
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint, new_checkpoint, save_checkpoint
 from edgemeta.corpus import load_corpus
 from edgemeta.distributed import Ranks
@@ -52,6 +51,8 @@ from edgemeta.meta_learning import (
 )
 from edgemeta.model import SpeechRecognizer
 from edgemeta.runtime.adapter import CER_TOLERANCE
+from edgemeta.runtime.ctc_loss import min_frames
+from edgemeta.runtime.text import encode
 from edgemeta.speaker_tasks import Episode, EpisodeSampler, Task, speaker_tasks, split_speakers
 from edgemeta.splits import SPEECHOCEAN, shared_corpus
 from edgemeta.training_curves import plot_training_curves
@@ -283,7 +284,7 @@ def _fresh_state() -> dict[str, Any]:
 def _unalignable(model: SpeechRecognizer, tasks: list[Task]) -> int:
     """Clips whose transcripts need more CTC frames than the model produces for them."""
     return sum(
-        int(model.frame_lengths(torch.tensor(len(u.audio)))) < ctc_min_frames(u.text) for task in tasks for u in task.utterances
+        int(model.frame_lengths(torch.tensor(len(u.audio)))) < min_frames(encode(u.text)) for task in tasks for u in task.utterances
     )
 
 

@@ -27,13 +27,14 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from edgemeta.augment import random_augment
-from edgemeta.batching import ctc_min_frames, length_buckets, pad_audio, pad_targets
+from edgemeta.batching import length_buckets, pad_audio, pad_targets
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint, new_checkpoint, save_checkpoint
 from edgemeta.corpus import Utterance, load_corpus, speakers_of
 from edgemeta.model import ModelConfig, SpeechRecognizer
 from edgemeta.runtime.ctc_decode import greedy_decode_batch
-from edgemeta.runtime.ctc_loss import ctc_loss
+from edgemeta.runtime.ctc_loss import ctc_loss, min_frames
 from edgemeta.runtime.metrics import score
+from edgemeta.runtime.text import encode
 from edgemeta.splits import dev_speakers, shared_corpus
 
 log = logging.getLogger(__name__)
@@ -196,7 +197,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
         optimizer.load_state_dict(state["optimizer"])
     spec_augment = SpecAugment() if config.spec_augment else None
     lengths = [len(u.audio) for u in data.train]
-    unalignable = sum(int(model.frame_lengths(torch.tensor(len(u.audio)))) < ctc_min_frames(u.text) for u in data.train)
+    unalignable = sum(int(model.frame_lengths(torch.tensor(len(u.audio)))) < min_frames(encode(u.text)) for u in data.train)
     log.info("%d training clips (%.2f h, %d speakers), %d dev clips; %d clips too short for CTC alignment",
              len(data.train), sum(lengths) / 16000 / 3600, len(speakers), len(data.dev), unalignable)
     metrics_file = (out / "metrics.jsonl").open("a")

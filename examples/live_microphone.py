@@ -2,7 +2,7 @@
 """Live transcription from a microphone: partial transcripts while you speak, a final one when you pause.
 
 Audio is recorded at the device's own rate (PortAudio via ``sounddevice``),
-resampled to 16 kHz, cut into utterances by voice activity and, where the
+resampled to the bundle's rate, cut into utterances by voice activity and, where the
 bundle has one, run through its streaming graph (``stream.onnx``) chunk by
 chunk as it arrives, so a final transcript only waits for the last chunk
 (``edgemeta.runtime.live.LiveTranscriber``). With ``--user`` the profile saved
@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 
-from edgemeta.runtime.audio import SAMPLE_RATE
 from edgemeta.runtime.bundle import BUILTIN_BUNDLE, Bundle, load_bundle
 from edgemeta.runtime.cli import EXIT_OK, REPORTED_ERRORS, exit_code
 from edgemeta.runtime.live import LiveEvent, LiveTranscriber
@@ -76,6 +75,7 @@ def show(event: LiveEvent, terminal: bool) -> None:
 
 def listen(microphone: Microphone, live: LiveTranscriber, seconds: float | None) -> float:
     """Feed the microphone to ``live`` until ``seconds`` of audio (or Ctrl-C); return the seconds heard."""
+    rate = microphone.sample_rate
     terminal = sys.stdout.isatty()
     heard = 0
     try:
@@ -83,13 +83,13 @@ def listen(microphone: Microphone, live: LiveTranscriber, seconds: float | None)
             for event in live.feed(chunk):
                 show(event, terminal)
             heard += len(chunk)
-            if seconds is not None and heard >= seconds * SAMPLE_RATE:
+            if seconds is not None and heard >= seconds * rate:
                 break
     except KeyboardInterrupt:
         pass
     for event in live.finish():
         show(event, terminal)
-    return heard / SAMPLE_RATE
+    return heard / rate
 
 
 def main() -> int:
@@ -104,8 +104,8 @@ def main() -> int:
         bundle = load_bundle(args.bundle)
         live = create_transcriber(bundle, args.user, args.threads)
         mode = "streaming graph" if live.streaming else "whole-utterance model (the bundle has no streaming graph)"
-        with Microphone(args.device) as microphone:
-            print(f"listening on {microphone.device['name']} ({microphone.device_rate} Hz -> {SAMPLE_RATE} Hz, {mode}); "
+        with Microphone(args.device, sample_rate=bundle.sample_rate) as microphone:
+            print(f"listening on {microphone.device['name']} ({microphone.device_rate} Hz -> {bundle.sample_rate} Hz, {mode}); "
                   f"{'Ctrl-C' if args.seconds is None else f'{args.seconds:g} s or Ctrl-C'} to stop", file=sys.stderr, flush=True)
             heard = listen(microphone, live, args.seconds)
     except REPORTED_ERRORS as error:  # bad user name or profile, bundle, microphone

@@ -115,13 +115,13 @@ def create_bundle(checkpoint: Path, out: Path) -> Bundle:
 
 def enroll(bundle: Bundle, clips: list[Clip], threads: int) -> Enrollment:
     """Adapt the bundle's head to the speaker of ``clips`` (the same steps as ``edgemeta-runtime enroll``)."""
-    enrollment = [EnrollmentClip(c.audio.name, read_audio(c.audio), c.text) for c in clips]
+    enrollment = [EnrollmentClip(c.audio.name, read_audio(c.audio, bundle.sample_rate), c.text) for c in clips]
     return Adapter(bundle, threads=threads).enroll(enrollment)
 
 
 def transcribe_and_score(recognizer: Recognizer, clips: list[Clip]) -> ErrorCounts:
     """Transcribe ``clips`` with the recognizer's current head and score them against their transcripts."""
-    transcripts = recognizer.transcribe([read_audio(c.audio) for c in clips])
+    transcripts = recognizer.transcribe([read_audio(c.audio, recognizer.bundle.sample_rate) for c in clips])
     for clip, transcript in zip(clips, transcripts):
         print(f"     {clip.audio.name}: {transcript.text!r}  (reference {normalize_text(clip.text)!r})")
     return score([normalize_text(c.text) for c in clips], [t.text for t in transcripts])

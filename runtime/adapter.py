@@ -53,7 +53,7 @@ CER_TOLERANCE = 0.01
 
 @dataclass
 class EnrollmentClip:
-    """One enrollment recording: a name to report it by, 16 kHz mono audio, its transcript as given."""
+    """One enrollment recording: a name to report it by, mono audio at the bundle's rate, its transcript as given."""
 
     name: str
     audio: np.ndarray

@@ -29,7 +29,6 @@ import math
 import numpy as np
 import torch
 
-from edgemeta.runtime.audio import SAMPLE_RATE
 from edgemeta.runtime.ctc_loss import ctc_loss, min_frames
 from edgemeta.runtime.text import BLANK_ID
 
@@ -40,7 +39,7 @@ MISMATCH_NATS_PER_CHAR = 2.0
 LOUDNESS_WINDOW_SECONDS = 0.05
 
 
-def peak_loudness_dbfs(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> float:
+def peak_loudness_dbfs(audio: np.ndarray, sample_rate: int) -> float:
     """RMS level of the loudest 50 ms window of ``audio`` at ``sample_rate``, in dB relative to full scale."""
     audio = np.asarray(audio, dtype=np.float64)
     window = round(LOUDNESS_WINDOW_SECONDS * sample_rate)
@@ -50,7 +49,7 @@ def peak_loudness_dbfs(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> flo
     return 20.0 * math.log10(max(rms, 1e-10))
 
 
-def signal_problem(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> str | None:
+def signal_problem(audio: np.ndarray, sample_rate: int) -> str | None:
     """Why ``audio`` at ``sample_rate`` cannot be used (silent or clipped), or ``None``."""
     level = peak_loudness_dbfs(audio, sample_rate)
     if level < SILENCE_DBFS:

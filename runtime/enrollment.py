@@ -9,7 +9,7 @@ later bundle can re-adapt without new recordings.
 from __future__ import annotations
 
 from edgemeta.runtime.adapter import Adapter, Enrollment, EnrollmentClip
-from edgemeta.runtime.audio import SAMPLE_RATE, AudioError, read_audio
+from edgemeta.runtime.audio import AudioError, read_audio
 from edgemeta.runtime.bundle import Bundle
 from edgemeta.runtime.manifest import read_clips
 from edgemeta.runtime.profile_store import Profile, ProfileStore, StoredClip
@@ -30,7 +30,7 @@ ENROLLMENT_SENTENCES = (
 )
 
 
-def clips_from_source(source: str, sample_rate: int = SAMPLE_RATE) -> tuple[list[EnrollmentClip], list[tuple[str, str]]]:
+def clips_from_source(source: str, sample_rate: int) -> tuple[list[EnrollmentClip], list[tuple[str, str]]]:
     """Readable clips of a manifest or folder, resampled to ``sample_rate`` (the bundle's), and the unreadable ones with their reasons.
 
     Raises :class:`ManifestError` when the manifest or folder itself cannot be used.

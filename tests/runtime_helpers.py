@@ -17,7 +17,8 @@ import numpy as np
 from conftest import skip_or_fail
 from edgemeta.runtime.adapter import EnrollmentClip
 from edgemeta.runtime.audio import SAMPLE_RATE, resample, write_audio
-from edgemeta.runtime.bundle import MANIFEST, load_bundle, manifest_checksum
+from edgemeta.runtime.bundle import load_bundle, manifest_checksum
+from edgemeta.runtime.bundle_format import MANIFEST
 from edgemeta.synth import SynthesisError, VoiceSpec, synthesize_many
 
 ESPEAK = VoiceSpec("espeak-ng", "en-us", pitch=50, rate=160, variant="m3")

@@ -122,10 +122,10 @@ def test_grammar_restricts_pocketsphinx_to_the_vocabulary(corpora: tuple[Path, P
     _, digits = corpora
     clips = read_manifest(digits)
     words = word_types([c.text for c in clips])
-    transcribe, files, _ = open_pocketsphinx(words)
-    texts = [transcribe(read_audio(clip.audio), None) for clip in clips]
+    pocketsphinx = open_pocketsphinx(words)
+    texts = [pocketsphinx.transcribe(read_audio(clip.audio, pocketsphinx.sample_rate), None) for clip in clips]
     assert any(texts) and all(set(text.split()) <= set(words) for text in texts), texts
-    assert not any(f.name.endswith(".lm.bin") for f in files), "no language model is loaded with the grammar"
+    assert not any(f.name.endswith(".lm.bin") for f in pocketsphinx.files), "no language model is loaded with the grammar"
 
 
 def test_missing_pocketsphinx_is_a_clear_error(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from edgemeta.runtime.adapter import Adapter, EnrollmentClip
-from edgemeta.runtime.audio import resample
+from edgemeta.runtime.audio import SAMPLE_RATE, resample
 from edgemeta.runtime.bundle import Bundle, load_bundle
 from edgemeta.runtime.clip_checks import MISMATCH_NATS_PER_CHAR, alignment_score, signal_problem, transcript_problem
 from edgemeta.runtime.text import encode
@@ -99,8 +99,8 @@ def test_all_clips_left_out_keeps_the_base_head(bundle: Bundle) -> None:
 def test_clipping_survives_resampling() -> None:
     t = np.arange(44100) / 44100
     loud = np.clip(3 * np.sin(2 * np.pi * 220 * t), -1, 1).astype(np.float32)
-    assert signal_problem(resample(loud, 44100)).startswith("clipped")
-    assert signal_problem(0.5 * resample(loud, 44100) / 3) is None
+    assert signal_problem(resample(loud, 44100), SAMPLE_RATE).startswith("clipped")
+    assert signal_problem(0.5 * resample(loud, 44100) / 3, SAMPLE_RATE) is None
 
 
 def peaked_log_probs(text: str, confidence: float = 0.98) -> np.ndarray:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from edgemeta.runtime.adapter import Adapter, EnrollmentClip
-from edgemeta.runtime.audio import SAMPLE_RATE, read_audio, write_audio
+from edgemeta.runtime.audio import read_audio, write_audio
 from edgemeta.runtime.bundle import BUILTIN_BUNDLE, Bundle, load_bundle
 from edgemeta.runtime.enrollment import ENROLLMENT_SENTENCES
 from edgemeta.runtime.manifest import read_clips
@@ -38,16 +38,21 @@ from edgemeta.benchmarks.virtual_microphone import ListenProcess, play, virtual_
 MB = 1024 * 1024
 
 
-def speak(texts: tuple[str, ...] | list[str], folder: Path, voice: str = "en-us") -> list[EnrollmentClip]:
-    """Clips of ``texts`` spoken by espeak-ng (``voice``), also written to ``folder`` as WAV."""
+def speak(texts: tuple[str, ...] | list[str], folder: Path, sample_rate: int, voice: str = "en-us") -> list[EnrollmentClip]:
+    """Clips of ``texts`` spoken by espeak-ng (``voice``) at ``sample_rate``, also written to ``folder`` as WAV."""
     if shutil.which("espeak-ng") is None:
         raise RuntimeError("espeak-ng is not installed (Debian: apt install espeak-ng)")
     clips = []
     for index, text in enumerate(texts):
         path = folder / f"say-{index:02d}.wav"
         subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], check=True, capture_output=True)
-        clips.append(EnrollmentClip(path.name, read_audio(path), text))
+        clips.append(EnrollmentClip(path.name, read_audio(path, sample_rate), text))
     return clips
+
+
+def audio_seconds(audio: list[np.ndarray], sample_rate: int) -> float:
+    """Total duration of ``audio`` at ``sample_rate``."""
+    return sum(len(a) for a in audio) / sample_rate
 
 
 def adaptation_latency(bundle: Bundle, clips: list[EnrollmentClip], threads: int, repeats: int) -> dict:
@@ -73,7 +78,7 @@ def adaptation_latency(bundle: Bundle, clips: list[EnrollmentClip], threads: int
         "k": len(clips),
         "steps": adapter.steps,
         "threads": threads,
-        "audio_seconds": sum(len(c.audio) for c in clips) / SAMPLE_RATE,
+        "audio_seconds": audio_seconds([c.audio for c in clips], bundle.sample_rate),
         "seconds": {key: min(values) for key, values in times.items()},
         "adapted": result.adapted,
         "decision": result.decision,
@@ -87,15 +92,15 @@ _MEASURED_RUNTIME = ("import sys; from edgemeta.runtime.cli import main; from ed
                      "code = main(sys.argv[1:]); print(f'peak_rss_bytes={peak_rss_bytes()}', file=sys.stderr); sys.exit(code)")
 
 
-def transcription_speed(bundle_path: str, files: list[Path], audio_seconds: float, threads: int) -> dict:
-    """Real-time factor and peak resident memory of an ``edgemeta-runtime transcribe`` process on ``files``."""
+def transcription_speed(bundle_path: str, files: list[Path], seconds: float, threads: int) -> dict:
+    """Wall time and peak resident memory of an ``edgemeta-runtime transcribe`` process on ``files`` (``seconds`` of audio)."""
     command = [sys.executable, "-c", _MEASURED_RUNTIME, "--bundle", bundle_path, "--threads", str(threads), "transcribe", "--jsonl"]
     subprocess.run(command + [str(files[0])], check=True, capture_output=True)  # warm the disk cache
     started = time.perf_counter()
     done = subprocess.run(command + [str(f) for f in files], check=True, capture_output=True, text=True)
     process_seconds = time.perf_counter() - started
     peak = int(re.search(r"peak_rss_bytes=(\d+)", done.stderr).group(1)) / MB
-    return {"audio_seconds": audio_seconds, "process_seconds": process_seconds, "peak_rss_mb": peak}
+    return {"audio_seconds": seconds, "process_seconds": process_seconds, "peak_rss_mb": peak}
 
 
 def inference_rtf(bundle: Bundle, clips: list[EnrollmentClip], threads: int, repeats: int) -> float:
@@ -108,7 +113,7 @@ def inference_rtf(bundle: Bundle, clips: list[EnrollmentClip], threads: int, rep
         started = time.perf_counter()
         recognizer.transcribe(audio)
         times.append(time.perf_counter() - started)
-    return min(times) / (sum(len(a) for a in audio) / SAMPLE_RATE)
+    return min(times) / audio_seconds(audio, bundle.sample_rate)
 
 
 def live_latency(bundle_path: str, files: list[Path], audio: list[np.ndarray], threads: int, folder: Path) -> dict:
@@ -145,23 +150,23 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp)
         if args.clips:
             listed = read_clips(args.clips)[: args.k]
-            clips = [EnrollmentClip(c.audio.name, read_audio(c.audio), c.text) for c in listed]
+            clips = [EnrollmentClip(c.audio.name, read_audio(c.audio, bundle.sample_rate), c.text) for c in listed]
         else:
-            clips = speak(list(ENROLLMENT_SENTENCES[: args.k]), folder)
+            clips = speak(list(ENROLLMENT_SENTENCES[: args.k]), folder, bundle.sample_rate)
         files = []
         for index, clip in enumerate(clips):
             files.append(folder / f"clip-{index:02d}.wav")
-            write_audio(files[-1], clip.audio)
-        audio_seconds = sum(len(c.audio) for c in clips) / SAMPLE_RATE
+            write_audio(files[-1], clip.audio, bundle.sample_rate)
+        audio = [c.audio for c in clips]
         results = {
             "bundle": str(bundle.source),
             "digest": bundle.digest,
             "adaptation": adaptation_latency(bundle, clips, args.threads, args.repeats),
             "transcribe_rtf_in_process": inference_rtf(bundle, clips, args.threads, args.repeats),
-            "transcribe_process": transcription_speed(args.bundle, files, audio_seconds, args.threads),
+            "transcribe_process": transcription_speed(args.bundle, files, audio_seconds(audio, bundle.sample_rate), args.threads),
         }
         if args.live:
-            results["live"] = live_latency(args.bundle, files, [c.audio for c in clips], args.threads, folder)
+            results["live"] = live_latency(args.bundle, files, audio, args.threads, folder)
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:

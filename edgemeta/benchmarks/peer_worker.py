@@ -16,11 +16,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from edgemeta.runtime.audio import SAMPLE_RATE, read_audio
+from edgemeta.runtime.audio import read_audio
 from edgemeta.runtime.process_memory import peak_rss_bytes
 
 POCKETSPHINX = "pocketsphinx"
@@ -32,8 +32,18 @@ FILLER = re.compile(r"<.*>|\[.*\]|\+\+.*\+\+")
 VARIANT = re.compile(r"\(\d+\)$")
 PEER_MISSING = ("pocketsphinx is not installed; it is this benchmark's peer, in the optional 'bench' "
                 "extra: pip install -e '.[bench]'")
-WARM_UP_SAMPLES = SAMPLE_RATE  # one second
+POCKETSPHINX_RATE = 16000  # Hz, of its en-us acoustic model
+WARM_UP_SECONDS = 1
 Transcribe = Callable[[np.ndarray, str | None], str]
+
+
+class System(NamedTuple):
+    """A loaded system: how it transcribes (audio at ``sample_rate``, user), its model files and load seconds."""
+
+    transcribe: Transcribe
+    files: list[Path]
+    load_seconds: float
+    sample_rate: int
 
 
 class BenchError(RuntimeError):
@@ -62,17 +72,17 @@ def bytes_on_disk(paths: Sequence[Path]) -> int:
     return sum(f.stat().st_size for f in files)
 
 
-def open_pocketsphinx(words: list[str] | None) -> tuple[Transcribe, list[Path], float]:
-    """pocketsphinx with its default LM (``words`` None) or a grammar over ``words``: (transcribe, files, load seconds)."""
+def open_pocketsphinx(words: list[str] | None) -> System:
+    """pocketsphinx with its default LM (``words`` None) or a grammar over ``words``."""
     try:
         from pocketsphinx import Decoder
     except ImportError:
         raise BenchError(PEER_MISSING) from None
     started = time.perf_counter()
     if words is None:
-        decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
+        decoder = Decoder(samprate=POCKETSPHINX_RATE, loglevel="FATAL")
     else:
-        decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL", lm=None)
+        decoder = Decoder(samprate=POCKETSPHINX_RATE, loglevel="FATAL", lm=None)
         known = [word for word in words if decoder.lookup_word(word) is not None]
         if not known:
             raise BenchError(f"{GRAMMAR}: none of the manifest's {len(words)} words is in pocketsphinx's dictionary")
@@ -92,16 +102,17 @@ def open_pocketsphinx(words: list[str] | None) -> tuple[Transcribe, list[Path], 
         hypothesis = decoder.hyp()
         return strip_fillers(hypothesis.hypstr) if hypothesis is not None else ""
 
-    return transcribe, files, load_seconds
+    return System(transcribe, files, load_seconds, POCKETSPHINX_RATE)
 
 
-def open_edgemeta(bundle_path: str, home: str | None, users: set[str], words: list[str] | None) -> tuple[Transcribe, list[Path], float]:
-    """The runtime's recognizer on one thread, with the enrolled users' heads: (transcribe, files, load seconds).
+def open_edgemeta(bundle_path: str, home: str | None, users: set[str], words: list[str] | None) -> System:
+    """The runtime's recognizer on one thread, with the enrolled users' heads, taking audio at the bundle's rate.
 
     Like ``edgemeta-runtime transcribe`` (``--words`` when ``words`` are given), it never imports torch
     (the users were enrolled by the parent).
     """
-    from edgemeta.runtime.bundle import HEAD_FILE, HEAD_WEIGHTS_FILE, MANIFEST, MODEL_FILE, RATES_FILE, load_bundle
+    from edgemeta.runtime.bundle import load_bundle
+    from edgemeta.runtime.bundle_format import HEAD_FILE, HEAD_WEIGHTS_FILE, MANIFEST, MODEL_FILE, RATES_FILE
     from edgemeta.runtime.language_model import text_counts
     from edgemeta.runtime.profile_store import ProfileStore
     from edgemeta.runtime.recognizer import Recognizer
@@ -126,7 +137,7 @@ def open_edgemeta(bundle_path: str, home: str | None, users: set[str], words: li
             current[0] = user
         return recognizer.transcribe([audio])[0].text
 
-    return transcribe, [bundle.path / name for name in names], load_seconds
+    return System(transcribe, [bundle.path / name for name in names], load_seconds, bundle.sample_rate)
 
 
 def worker_main() -> int:
@@ -141,23 +152,24 @@ def worker_main() -> int:
     try:
         if job["system"] in (EDGEMETA, EDGEMETA_WORDS):
             users = {item["user"] for item in items if item["user"] is not None}
-            transcribe, files, load_seconds = open_edgemeta(job["bundle"], job["home"], users, job["words"])
+            system = open_edgemeta(job["bundle"], job["home"], users, job["words"])
         else:
-            transcribe, files, load_seconds = open_pocketsphinx(job["words"])
-        transcribe(read_audio(items[0]["audio"], SAMPLE_RATE)[:WARM_UP_SAMPLES], None)  # first-call set-up, not timed
+            system = open_pocketsphinx(job["words"])
+        rate = system.sample_rate
+        system.transcribe(read_audio(items[0]["audio"], rate)[: WARM_UP_SECONDS * rate], None)  # first-call set-up, not timed
         texts, seconds, cpu_seconds, audio_seconds = [], [], [], []
         for item in tqdm(items, desc=job["system"], unit="clip", file=sys.stderr, disable=None):
-            audio = read_audio(item["audio"], SAMPLE_RATE)
+            audio = read_audio(item["audio"], rate)
             started, cpu_started = time.perf_counter(), time.process_time()
-            texts.append(transcribe(audio, item["user"]))
+            texts.append(system.transcribe(audio, item["user"]))
             seconds.append(time.perf_counter() - started)
             cpu_seconds.append(time.process_time() - cpu_started)
-            audio_seconds.append(len(audio) / SAMPLE_RATE)
+            audio_seconds.append(len(audio) / rate)
     except (ValueError, RuntimeError) as error:  # unreadable audio, bad bundle or profile, pocketsphinx refusing
         print(f"error: {job['system']}: {error}", file=sys.stderr)
         return 1
     result = {"texts": texts, "seconds": seconds, "cpu_seconds": cpu_seconds, "audio_seconds": audio_seconds,
-              "load_seconds": load_seconds, "model_bytes": bytes_on_disk(files), "peak_rss_bytes": peak_rss_bytes()}
+              "load_seconds": system.load_seconds, "model_bytes": bytes_on_disk(system.files), "peak_rss_bytes": peak_rss_bytes()}
     print(json.dumps(result), flush=True)
     return 0
 

@@ -31,7 +31,8 @@ process's CPU seconds, steadier on a shared machine) and reports its peak
 resident memory as ``VmHWM`` from ``/proc/self/status`` (a child's
 ``ru_maxrss`` also counts the memory of the parent it was forked from:
 measured here, 413 MB reported for a 14 MB child of a 413 MB parent). Every
-system gets the same 16 kHz mono audio; pocketsphinx's fillers (``<s>``,
+system gets the same clips as mono audio at its model's rate (16 kHz for
+pocketsphinx's en-us model, the bundle's own for edgemeta); pocketsphinx's fillers (``<s>``,
 ``<sil>``, ``[NOISE]``, ``++...++``) and pronunciation variant marks
 (``(2)``) are stripped; references and hypotheses go through the same
 :func:`normalize_text` and scorer, and the rows through the same summary,
@@ -169,7 +170,7 @@ def enroll(bundle: Bundle, datasets: list[Dataset], ks: list[int], seed: int, ho
         user = f"user{index:04d}-k{k}"
         manifest = home / "enrollment" / f"{user}.jsonl"
         write_manifest(manifest, [Clip(Path(u.source), u.text, u.speaker) for u in speaker.support(seed, k)])
-        clips, unreadable = clips_from_source(str(manifest))
+        clips, unreadable = clips_from_source(str(manifest), bundle.sample_rate)
         started = time.perf_counter()
         result, _ = enroll_and_save(bundle, store, user, clips, unreadable, threads=1)
         guard = result.guard
