@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgemeta.runtime.adapter import Adapter, EnrollmentClip
+from edgemeta.runtime.adapter import CER_TOLERANCE, Adapter, EnrollmentClip
 from edgemeta.runtime.audio import SAMPLE_RATE, resample
 from edgemeta.runtime.bundle import Bundle, load_bundle
 from edgemeta.runtime.clip_checks import MISMATCH_NATS_PER_CHAR, alignment_score, signal_problem, transcript_problem
@@ -27,13 +27,22 @@ def bundle(bundle_dir) -> Bundle:  # noqa: F811
 
 
 def test_enrollment_adapts_and_reports_its_numbers(bundle: Bundle) -> None:
-    result = Adapter(bundle).enroll(enrollment_clips())
+    """The guard's decision follows its rule; whether this random model passes it is a tie a CPU's kernels break.
+
+    Its held-out CER measured 0.782 -> 0.790 against the 0.01 allowed, one character from a refusal; with
+    -80 dB of noise added to the clips the guard refused 2 of 7 times. The adaptation itself runs unguarded.
+    """
+    guarded = Adapter(bundle).enroll(enrollment_clips())
+    guard = guarded.guard
+    assert guard is not None and guard.rule.startswith("5-fold over 6 clips")
+    assert guard.after.loss < guard.before.loss  # 11.77 -> 10.9 nats
+    assert guarded.adapted == guard.accepted == (guard.after.cer <= guard.before.cer + CER_TOLERANCE), guarded.decision
+    assert set(guarded.seconds) == {"features", "guard", "update", "total"}
+    result = Adapter(bundle, guard=False).enroll(enrollment_clips())
     assert result.clips_used == [f"clip{i}.wav" for i in range(6)] and result.clips_left_out == []
-    assert result.guard is not None and result.guard.rule.startswith("5-fold over 6 clips")
     assert result.adapted, result.decision
     assert result.after.loss < result.before.loss
     assert 0 <= result.after.cer <= 1.5 and 0 <= result.before.cer <= 1.5
-    assert set(result.seconds) == {"features", "guard", "update", "total"}
     assert result.steps == bundle.inner_steps
     base = bundle.head_weights()
     assert any(not torch.equal(result.weights[n], base[n]) for n in base)
