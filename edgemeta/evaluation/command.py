@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import asdict
@@ -12,14 +11,15 @@ from pathlib import Path
 import torch
 
 from edgemeta.adaptation_methods import ADAPTATION_METHODS
+from edgemeta.benchmarks.provenance import Provenance
 from edgemeta.evaluation import EvalError
 from edgemeta.evaluation.adaptation_runs import evaluate, protocol_notes
 from edgemeta.evaluation.arguments import comma_list, k_list, positive_int
 from edgemeta.evaluation.datasets import SPLITS, load_dataset
 from edgemeta.evaluation.method_plans import MODEL_NAMES, plan_methods
 from edgemeta.evaluation.models import load_model
-from edgemeta.evaluation.report import guard_rules, markdown_table, plot_cer, report_markdown
-from edgemeta.evaluation.summary import WORSE_MARGIN, baseline_model, summarize
+from edgemeta.evaluation.report import markdown_table, write_outputs
+from edgemeta.evaluation.saved_records import resummarize
 from edgemeta.runtime.bundle import BUILTIN_BUNDLE
 
 OPT_IN = [name for name, m in ADAPTATION_METHODS.items() if not m.evaluated_by_default]
@@ -49,11 +49,14 @@ examples:
       --methods none,finetune,ctc-control,meta-sgd,meta-sgd-scalar --json eval/controls.jsonl
   # a bundle as the device enrolls: clip checks and guard
   edgemeta eval --manifest data/flite/manifest.jsonl --model meta-sgd=bundles/mine --guard --json eval/guard.jsonl
+  # no new runs: an earlier run's records re-summarized on the test speakers, espeak-ng voices the built-in model
+  # trained on dropped (reads OLD.jsonl and OLD.summary.json; models, methods, k and seeds are the old run's)
+  edgemeta eval --from-records reports/kshot.jsonl --json reports/kshot-test.jsonl
 
 writes OUT (JSON Lines), OUT with .md (the table), .png (CER against k) and .summary.json
-(clip lists, rates, guard decisions, notes, timings). speechocean762-train is scored on the committed
-split's test speakers (--split dev: its dev speakers, for choices). "worse" compares every method with one
-baseline: the pretrained model's k=0 (without --model pretrained=...: the first model's).
+(clip lists, rates, guard decisions, notes, timings, the run's provenance). speechocean762-train is scored on
+the committed split's test speakers (--split dev: its dev speakers, for choices). "worse" compares every method
+with one baseline: the pretrained model's k=0 (without --model pretrained=...: the first model's).
 """
 
 
@@ -67,7 +70,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--manifest", type=Path, action="append", required=True, help="JSONL manifest (repeatable)")
+    parser.add_argument("--manifest", type=Path, action="append", help="JSONL manifest (repeatable; required unless --from-records)")
     parser.add_argument("--model", type=_model_and_path, action="append", default=[], metavar="NAME=PATH",
                         help=f"NAME one of {', '.join(MODEL_NAMES)}; PATH a checkpoint (.pt) or a bundle "
                              "(directory or archive); repeatable (default: the built-in bundle as meta-sgd)")
@@ -84,6 +87,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "(where choices are made); other manifests are scored whole")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch and onnxruntime CPU threads (default: 1)")
     parser.add_argument("--json", type=Path, required=True, metavar="OUT", help="JSON Lines output, one record per run")
+    parser.add_argument("--from-records", type=Path, metavar="OLD.jsonl",
+                        help="run nothing: re-summarize an earlier run's records (and OLD.summary.json) for --split, "
+                             "dropping espeak-ng speakers whose variant a training speaker of --unseen-by used")
+    parser.add_argument("--unseen-by", type=Path, default=BUILTIN_BUNDLE, metavar="MODEL",
+                        help="with --from-records: the bundle or checkpoint whose training speakers' espeak-ng variants "
+                             "are not unseen (default: the built-in bundle)")
     parser.set_defaults(func=run)
 
 
@@ -98,9 +107,19 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
-    torch.set_num_threads(args.threads)
+    provenance = Provenance()
     if args.json.suffix in (".md", ".png"):
         raise EvalError(f"--json {args.json}: the table and plot are written beside OUT with .md and .png; give OUT another suffix")
+    if args.from_records is not None:
+        if args.manifest or args.model:
+            raise EvalError("--from-records runs nothing: its manifests and models are the old run's; drop --manifest and --model")
+        rows, guard = resummarize(args.from_records, args.json, args.split, args.unseen_by, provenance)
+        print(markdown_table(rows, guard))
+        print(f"wrote {args.json} and its .md, .png, .summary.json from {args.from_records}", file=sys.stderr)
+        return 0
+    if not args.manifest:
+        raise EvalError("give --manifest (or --from-records OLD.jsonl)")
+    torch.set_num_threads(args.threads)
     pairs = args.model or [("meta-sgd", BUILTIN_BUNDLE)]
     names = [name for name, _ in pairs]
     duplicated = sorted({n for n in names if names.count(n) > 1})
@@ -125,21 +144,10 @@ def _run(args: argparse.Namespace) -> int:
     loaded = time.perf_counter()
     records, enrolled = evaluate(datasets, models, plans, args.k, args.seeds)
 
-    baseline = baseline_model(records)
-    rows = summarize(records, enrolled, baseline)
-    rules = guard_rules(enrolled)
-    report = report_markdown(rows, args.guard, args.seeds, rules, notes, baseline)
-    md, png, summary = (args.json.with_suffix(suffix) for suffix in (".md", ".png", ".summary.json"))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text("".join(json.dumps(asdict(r)) + "\n" for r in records), encoding="utf-8")
-    md.write_text(report, encoding="utf-8")
-    plot_cer(rows, png)
-    summary.write_text(json.dumps({
+    facts = {
         "models": {n: {"path": str(m.path), "kind": m.kind, "trained_as": m.method} for n, m in models.items()},
         "methods": [asdict(p) for p in plans],
         "k": args.k, "seeds": args.seeds, "guard": args.guard, "split": args.split,
-        "worse_margin": WORSE_MARGIN, "worse_baseline": f"{baseline} k=0",
-        "guard_rules": rules,
         "datasets": {d.name: {
             "manifest": str(d.manifest),
             "speakers": {s.speaker: {
@@ -148,11 +156,9 @@ def _run(args: argparse.Namespace) -> int:
                 "adaptation": {seed: [s.names[u.source] for u in s.support(seed, max(args.k))] for seed in range(args.seeds)},
             } for s in d.speakers},
         } for d in datasets},
-        "rows": [asdict(r) for r in rows],
-        "enrollments": [asdict(e) for e in enrolled],
-        "notes": notes,
         "seconds": {"loading": round(loaded - started, 2), "evaluation": round(time.perf_counter() - loaded, 2)},
-    }, indent=1), encoding="utf-8")
+    }
+    rows = write_outputs(args.json, records, enrolled, facts, notes, provenance)
     print(markdown_table(rows, args.guard))
-    print(f"wrote {args.json}, {md}, {png}, {summary} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    print(f"wrote {args.json} and its .md, .png, .summary.json in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return 0

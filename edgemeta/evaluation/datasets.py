@@ -56,23 +56,34 @@ class Dataset:
     notes: list[str] = field(default_factory=list)
 
 
+def split_speakers(split: str) -> set[str]:
+    """speechocean762-train speakers a ``split`` scores: ``test`` for figures that are reported, ``dev`` for choices."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return test_speakers() if split == "test" else dev_speakers()
+
+
+def split_note(name: str, speakers: int, split: str) -> str:
+    """The note saying which of speechocean762-train's speakers are scored."""
+    return (f"{name}: only the {speakers} {split} speakers of the committed split are scored "
+            "(dev: choices are made on them; test: reported, never chosen on; the others trained the models)")
+
+
 def load_dataset(manifest: Path, split: str = "test") -> Dataset:
     """Read a manifest and split its speakers; speechocean762-train keeps only the committed split's ``split`` speakers.
 
     ``split="test"`` for figures that are reported, ``"dev"`` for anything a choice is made on.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    chosen = split_speakers(split)
     root = manifest.resolve().parent
-    held_out = (test_speakers() if split == "test" else dev_speakers()) if root.name == SPEECHOCEAN else None
+    held_out = chosen if root.name == SPEECHOCEAN else None
     try:
         utterances = load_corpus(manifest, include_speakers=held_out)
     except ManifestError as error:
         raise EvalError(str(error)) from None
     notes = []
     if held_out is not None:
-        notes.append(f"{root.name}: only the {len(held_out)} {split} speakers of the committed split are scored "
-                     "(dev: choices are made on them; test: reported, never chosen on; the others trained the models)")
+        notes.append(split_note(root.name, len(held_out), split))
     by_speaker: dict[str, list[Utterance]] = defaultdict(list)
     for u in utterances:
         by_speaker[u.speaker].append(u)

@@ -1,15 +1,18 @@
-"""The Markdown table and report and the CER-against-k plot."""
+"""The Markdown table and report, the CER-against-k plot, and the files ``edgemeta eval`` writes them to."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from edgemeta.adaptation_methods import ADAPTATION_METHODS, NO_ADAPTATION
-from edgemeta.evaluation.adaptation_runs import Enrolled
+from edgemeta.benchmarks.provenance import Provenance, write_json
+from edgemeta.evaluation.adaptation_runs import Enrolled, Record
 from edgemeta.evaluation.datasets import SCORED_CLIPS
-from edgemeta.evaluation.summary import WORSE_MARGIN, Row
+from edgemeta.evaluation.summary import WORSE_MARGIN, Row, baseline_model, summarize
 
 Column = tuple[str, Callable[[Row], str]]
 
@@ -92,3 +95,23 @@ def report_markdown(rows: list[Row], guard: bool, seeds: int, rules: dict[int, l
     text += [""] + [f"- {note}" for note in notes]
     return "\n".join(text).rstrip() + "\n"
 
+
+def write_outputs(out: Path, records: list[Record], enrolled: list[Enrolled], facts: dict[str, Any], notes: list[str],
+                  provenance: Provenance) -> list[Row]:
+    """Write OUT (JSON Lines), and beside it .md (report), .png (plot) and .summary.json (``facts``, rows, stamp); the rows.
+
+    ``facts`` must hold ``guard`` and ``seeds``; "worse" is measured against :func:`baseline_model`'s k=0.
+    """
+    baseline = baseline_model(records)
+    rows = summarize(records, enrolled, baseline)
+    rules = guard_rules(enrolled)
+    md, png, summary = (out.with_suffix(suffix) for suffix in (".md", ".png", ".summary.json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(asdict(r)) + "\n" for r in records), encoding="utf-8")
+    md.write_text(report_markdown(rows, facts["guard"], facts["seeds"], rules, notes, baseline), encoding="utf-8")
+    plot_cer(rows, png)
+    write_json(summary, {
+        **facts, "worse_margin": WORSE_MARGIN, "worse_baseline": f"{baseline} k=0", "guard_rules": rules,
+        "rows": [asdict(r) for r in rows], "enrollments": [asdict(e) for e in enrolled], "notes": notes,
+    }, provenance)
+    return rows
