@@ -18,8 +18,8 @@ RECORD_KEYS = ("dataset", "model", "method", "k", "speaker", "seed", "cer", "wer
 
 
 @dataclass
-class Record:
-    """One JSON line: a speaker's CER and WER on its scored clips."""
+class Run:
+    """Which run: dataset, model, method, k, speaker and seed (flat fields, so the JSON lines stay flat)."""
 
     dataset: str
     model: str
@@ -27,20 +27,20 @@ class Record:
     k: int
     speaker: str
     seed: int
+
+
+@dataclass
+class Record(Run):
+    """One JSON line: a speaker's CER and WER on its scored clips."""
+
     cer: float
     wer: float
 
 
 @dataclass
-class Enrolled:
+class Enrolled(Run):
     """Side facts of one adaptation, for the summary."""
 
-    dataset: str
-    model: str
-    method: str
-    k: int
-    speaker: str
-    seed: int
     adapted: bool
     guard_accepted: bool | None
     guard_rule: str | None
