@@ -12,7 +12,6 @@ Without ``--manifest`` the clips are the parity module's synthetic signals
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ import numpy as np
 import onnxruntime
 import torch
 
+from edgemeta.benchmarks.provenance import Provenance, write_json
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint
 from edgemeta.export import parity
 from edgemeta.export.bundle_writer import write_bundle
@@ -159,11 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed passes; the best is reported")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args(argv)
+    provenance = Provenance()
     with tempfile.TemporaryDirectory() as folder:
         report = benchmark(args.checkpoint, args.manifest, args.clips, args.repeats, Path(folder))
     print(markdown(report))
     if args.json:
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.json, report, provenance)
     return 0
 
 

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
+from edgemeta.benchmarks.provenance import Provenance, write_json
 from edgemeta.evaluation.datasets import load_dataset
 from edgemeta.runtime.bundle import BUILTIN_BUNDLE, load_bundle
 from edgemeta.runtime.ctc_decode import BeamSearch, Decoder, greedy_decode, word_list_search
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--beam", type=int, default=BeamSearch.beam)
     parser.add_argument("--json", type=Path, help="write the grid and the held-out comparison here")
     args = parser.parse_args(argv)
+    provenance = Provenance()
 
     bundle = load_bundle(args.bundle)
     if args.lm is None and args.words is None and bundle.decoder_settings is None:
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"chosen on {len(tune)} pool clips: weight {best['lm_weight']}, bonus {best['char_bonus']}")
     print(f"held out ({len(held_out)} scored clips): greedy {result['held_out']['greedy']}, beam+LM {result['held_out']['beam_lm']}")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result, provenance)
     return result
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgemeta.benchmarks.provenance import Provenance, write_json
 from edgemeta.runtime.adapter import Adapter, EnrollmentClip
 from edgemeta.runtime.audio import read_audio, write_audio
 from edgemeta.runtime.bundle import BUILTIN_BUNDLE, Bundle, load_bundle
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--live", action="store_true", help="also measure live latency through a virtual PulseAudio microphone")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
+    provenance = Provenance()
     bundle = load_bundle(args.bundle)
     with tempfile.TemporaryDirectory(prefix="edgemeta-bench-") as tmp:
         folder = Path(tmp)
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:
-        Path(args.json).write_text(text + "\n", encoding="utf-8")
+        write_json(Path(args.json), results, provenance)
     return 0
 
 

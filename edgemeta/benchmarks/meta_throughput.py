@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from edgemeta.batching import pad_audio, pad_targets
+from edgemeta.benchmarks.provenance import Provenance, write_json
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint
 from edgemeta.corpus import Utterance
 from edgemeta.meta_learning import encode_clips
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args(argv)
+    provenance = Provenance()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| naive (deep copy per task) | {result['naive_tasks_per_s']:.3f} |")
     print(f"\nspeed-up: {result['speedup']:.2f}x  ({json.dumps(setting)})")
     if args.json:
-        args.json.write_text(json.dumps({**setting, **result}, indent=1) + "\n")
+        write_json(args.json, {**setting, **result}, provenance)
     return 0
 
 

@@ -49,7 +49,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -58,6 +57,7 @@ from datetime import date
 from pathlib import Path
 
 from edgemeta.adaptation_methods import NO_ADAPTATION
+from edgemeta.benchmarks.provenance import Provenance, cpu_model, summary_path, write_json
 from edgemeta.benchmarks.peer_worker import (
     EDGEMETA,
     EDGEMETA_WORDS,
@@ -220,15 +220,12 @@ def process_columns(figures: dict[tuple[str, str, int], ProcessFigures]) -> list
 
 def machine() -> str:
     """CPU model and count, for the table's caption."""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or platform.machine()
-    return f"{cpu}, {os.cpu_count()} CPUs"
+    return f"{cpu_model()}, {os.cpu_count()} CPUs"
 
 
 def benchmark(args: argparse.Namespace) -> int:
     """Run the benchmark; raises :class:`BenchError` for inputs it cannot use."""
+    provenance = Provenance()
     try:
         import pocketsphinx  # noqa: F401  (checked before any work; the workers import it again)
     except ImportError:
@@ -286,7 +283,11 @@ def benchmark(args: argparse.Namespace) -> int:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text("".join(json.dumps({**asdict(record), "rtf": rtf}) + "\n" for record, rtf in records), encoding="utf-8")
-        say(f"wrote {args.json}: {len(records)} lines")
+        write_json(summary_path(args.json), {
+            "bundle": str(bundle.source), "digest": bundle.digest, "manifests": [str(m) for m in args.manifest],
+            "rows": [{**asdict(row), **asdict(figures[row.dataset, row.model, row.k])} for row in rows],
+        }, provenance)
+        say(f"wrote {args.json} ({len(records)} lines) and {summary_path(args.json)} (rows with load time, size, peak memory)")
     if args.plot is not None:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         plot_cer(rows, args.plot)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgemeta.benchmarks.provenance import Provenance, summary_path, write_json
 from edgemeta.evaluation.datasets import load_dataset
 from edgemeta.runtime.bundle import BUILTIN_BUNDLE, load_bundle
 from edgemeta.runtime.clip_checks import MISMATCH_NATS_PER_CHAR, alignment_score
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--manifest", type=Path, action="append", required=True, help="JSONL manifest (repeatable)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
+    provenance = Provenance()
     recognizer = Recognizer(load_bundle(args.bundle))
     results = []
     print(f"| dataset | clips | threshold (nats/char) | right left out | wrong caught |   (current threshold: -{MISMATCH_NATS_PER_CHAR:g})")
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(f"| {name} | {len(right)} | {threshold:g} | {row['right_left_out']:.3f} | {row['wrong_caught']:.3f} |")
     if args.json:
         args.json.write_text("".join(json.dumps(r) + "\n" for r in results))
+        write_json(summary_path(args.json), {"bundle": str(args.bundle), "manifests": [str(m) for m in args.manifest]}, provenance)
     return results
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import onnxruntime
 import torch
 
+from edgemeta.benchmarks.provenance import Provenance, write_json
 from edgemeta.bodies.whisper_body import WhisperBody
 from edgemeta.bodies.whisper_encoder import WhisperEncoder
 from edgemeta.bodies.whisper_frontend import WhisperFrontendConfig
@@ -83,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="fixed log10 reference compared with each clip's own max")
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
+    provenance = Provenance()
     torch.set_num_threads(args.torch_threads)
     clips = read_manifest(args.manifest)
     clips = clips[:: max(1, len(clips) // args.clips)][: args.clips]
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     text = json.dumps(report, indent=2)
     print(text)
     if args.json:
-        args.json.write_text(text + "\n")
+        write_json(args.json, report, provenance)
 
 
 if __name__ == "__main__":
