@@ -107,7 +107,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "recipe",
         help="rebuild the built-in bundle: synthesize, pretrain, meta-train every method, export (resumable)",
         description=__doc__,
-        epilog="examples:\n  edgemeta recipe                       # the default recipe: 107 min on 2 cores (measured)\n"
+        epilog="examples:\n  edgemeta recipe                       # the default recipe: pretraining 45 min, each method 15 min\n"
                "  edgemeta recipe --install             # ... and make the result the built-in bundle\n"
                "  edgemeta recipe --pretrain-minutes 5 --meta-minutes 1 --methods meta-sgd --runs /tmp/quick",
         formatter_class=argparse.RawDescriptionHelpFormatter,

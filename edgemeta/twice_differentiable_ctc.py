@@ -7,9 +7,8 @@ label sequence, batched over utterances; autograd differentiates it as many
 times as asked. It is :func:`edgemeta.runtime.ctc_loss.ctc_loss` (the one
 loss: same signature, minimum-frames rule and per-character reduction) and
 matches it in value and gradient (tests), but loops over frames in Python, so
-it is 10-20 times slower (measured: 5 clips x 175 frames, forward and
-backward): use it only where a second derivative is needed (the inner loop of
-second-order methods).
+it is many times slower: use it only where a second derivative is needed (the
+inner loop of second-order methods).
 
 Unreachable states hold one large finite negative number instead of ``-inf``
 (``logsumexp`` of all ``-inf`` has a NaN gradient), and paths are merged with

@@ -54,7 +54,7 @@ class BeamSearch:
     lm_weight: float = 0.3
     char_bonus: float = 0.5
     beam: int = 8
-    prune: float = -6.0  # measured: same CER and WER as -8 or -10 on dev speakers, half the time of -8
+    prune: float = -6.0  # outputs below this log-probability are not expanded: fewer prefixes to score
     words: frozenset[str] | None = None
     _word_prefixes: frozenset[str] = field(init=False, repr=False, compare=False)
 
