@@ -59,7 +59,7 @@ from edgemeta.runtime.text import VOCABULARY
 
 # Used when a checkpoint has neither per-parameter nor scalar rates (a plain pretrained model):
 # a fallback. The rate a method uses is the one `edgemeta meta-train --method finetune` chooses on
-# the dev speakers and stores in its checkpoint (0.003 for the built-in model's body, BENCHMARKS.md).
+# the dev speakers and stores in its checkpoint (0.003 for the built-in model's body: reports/kshot.summary.json).
 DEFAULT_SCALAR_RATE = 0.01
 DEFAULT_INNER_STEPS = 3
 STREAM_CHUNK_FRAMES = 16  # output frames per streaming chunk: 0.32 s with the default config
