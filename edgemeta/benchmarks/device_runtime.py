@@ -1,4 +1,4 @@
-"""Runtime benchmarks: adaptation latency, transcription speed and memory, live latency through a virtual microphone.
+"""Runtime benchmarks: adaptation latency, transcription and enrollment speed and memory, live latency through a virtual microphone.
 
     python -m edgemeta.benchmarks.device_runtime --bundle BUNDLE [--clips MANIFEST|DIR] [--live] [--json OUT]
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -93,15 +94,28 @@ _MEASURED_RUNTIME = ("import sys; from edgemeta.runtime.cli import main; from ed
                      "code = main(sys.argv[1:]); print(f'peak_rss_bytes={peak_rss_bytes()}', file=sys.stderr); sys.exit(code)")
 
 
+def runtime_process(bundle_path: str, threads: int, arguments: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Wall seconds and peak resident MB of one ``edgemeta-runtime`` process running ``arguments`` (a command and its options)."""
+    command = [sys.executable, "-c", _MEASURED_RUNTIME, "--bundle", bundle_path, "--threads", str(threads), *arguments]
+    started = time.perf_counter()
+    done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
+    return time.perf_counter() - started, int(re.search(r"peak_rss_bytes=(\d+)", done.stderr).group(1)) / MB
+
+
 def transcription_speed(bundle_path: str, files: list[Path], seconds: float, threads: int) -> dict:
     """Wall time and peak resident memory of an ``edgemeta-runtime transcribe`` process on ``files`` (``seconds`` of audio)."""
-    command = [sys.executable, "-c", _MEASURED_RUNTIME, "--bundle", bundle_path, "--threads", str(threads), "transcribe", "--jsonl"]
-    subprocess.run(command + [str(files[0])], check=True, capture_output=True)  # warm the disk cache
-    started = time.perf_counter()
-    done = subprocess.run(command + [str(f) for f in files], check=True, capture_output=True, text=True)
-    process_seconds = time.perf_counter() - started
-    peak = int(re.search(r"peak_rss_bytes=(\d+)", done.stderr).group(1)) / MB
+    runtime_process(bundle_path, threads, ["transcribe", "--jsonl", str(files[0])])  # warm the disk cache
+    process_seconds, peak = runtime_process(bundle_path, threads, ["transcribe", "--jsonl", *map(str, files)])
     return {"audio_seconds": seconds, "process_seconds": process_seconds, "peak_rss_mb": peak}
+
+
+def enrollment_process(bundle_path: str, files: list[Path], clips: list[EnrollmentClip], threads: int, folder: Path) -> dict:
+    """Wall time and peak resident memory of an ``edgemeta-runtime enroll --from`` process on the clips (torch loaded)."""
+    manifest = folder / "enroll.jsonl"
+    manifest.write_text("".join(json.dumps({"audio": str(f), "text": c.text, "speaker": "bench"}) + "\n" for f, c in zip(files, clips)))
+    env = {**os.environ, "EDGEMETA_HOME": str(folder / "home")}
+    process_seconds, peak = runtime_process(bundle_path, threads, ["enroll", "--user", "bench", "--from", str(manifest)], env)
+    return {"clips": len(files), "process_seconds": process_seconds, "peak_rss_mb": peak}
 
 
 def inference_rtf(bundle: Bundle, clips: list[EnrollmentClip], threads: int, repeats: int) -> float:
@@ -166,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             "adaptation": adaptation_latency(bundle, clips, args.threads, args.repeats),
             "transcribe_rtf_in_process": inference_rtf(bundle, clips, args.threads, args.repeats),
             "transcribe_process": transcription_speed(args.bundle, files, audio_seconds(audio, bundle.sample_rate), args.threads),
+            "enroll_process": enrollment_process(args.bundle, files, clips, args.threads, folder),
         }
         if args.live:
             results["live"] = live_latency(args.bundle, files, audio, args.threads, folder)
