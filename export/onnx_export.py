@@ -11,15 +11,17 @@ initializer*: onnxruntime uses the base weight unless the caller feeds one.
 
 ``model.onnx`` and ``stream.onnx`` hold the same body weights; :func:`share_weights`
 moves them into one external-data file both graphs point into, so a bundle
-carries them once.
+carries them once. :func:`store_exact_fp16` halves the weights that float16
+holds exactly (a pretrained whisper encoder's: they were published in fp16).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-from typing import Sequence
+from typing import Iterable, Sequence
 
+import numpy as np
 import onnx
 import torch
 from onnx import TensorProto, numpy_helper
@@ -48,6 +50,7 @@ from edgemeta.runtime.bundle_format import (
 OPSET = 17
 EXAMPLE_SAMPLES = 8000
 SHARED_MIN_BYTES = 1024  # smaller tensors (shapes, scalars) stay inline
+FP16_MIN_ELEMENTS = 1024  # smaller tensors (shapes, scalars, norms) stay float32: little to gain, and some feed shape ops
 ALIGNMENT = 64
 
 
@@ -144,6 +147,36 @@ def export_stream(streamer: StreamingRecognizer) -> onnx.ModelProto:
         FEATURES: {0: "batch", 1: "frames"},
     })
     return _trace(streamer, streamer.model, example, [CHUNK, *state_names], [*STREAM_OUTPUTS, *new_state_names], dynamic_axes)
+
+
+def store_exact_fp16(graph_model: onnx.ModelProto, keep: Iterable[str] = ()) -> int:
+    """Store each large float32 initializer that float16 holds exactly as float16, cast back at load (in place).
+
+    Returns the bytes saved. Initializers named in ``keep`` (the overridable
+    head: it must stay a float32 graph input) are left alone, and so is any
+    tensor float16 would round, so every output stays bit-identical: whisper's
+    encoder weights came as fp16 and are stored at half size, trained float32
+    tensors (GRU, trained blocks, the front end's bases) keep their precision.
+    Each ``Cast`` reads only an initializer, so onnxruntime's constant folding
+    upcasts it once, when the session is created, not on every run.
+    """
+    graph, kept = graph_model.graph, set(keep)
+    casts, saved = [], 0
+    for initializer in list(graph.initializer):
+        if initializer.name in kept or initializer.data_type != TensorProto.FLOAT or np.prod(initializer.dims) < FP16_MIN_ELEMENTS:
+            continue
+        weight = numpy_helper.to_array(initializer)
+        half = weight.astype(np.float16)
+        if not np.array_equal(half.astype(np.float32), weight):
+            continue
+        graph.initializer.remove(initializer)
+        graph.initializer.append(numpy_helper.from_array(half, initializer.name + "_fp16"))
+        casts.append(onnx.helper.make_node("Cast", [initializer.name + "_fp16"], [initializer.name], to=TensorProto.FLOAT))
+        saved += weight.nbytes - half.nbytes
+    nodes = casts + list(graph.node)  # casts first, before every consumer: ONNX graphs are topologically sorted
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return saved
 
 
 def share_weights(graphs: Sequence[onnx.ModelProto], location: str) -> bytes:

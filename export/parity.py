@@ -2,8 +2,9 @@
 
 Checked on a set of clips over several lengths and batch sizes: the
 log-probabilities over each utterance's valid frames must agree elementwise
-within ``TOLERANCE + RELATIVE_TOLERANCE * |log-prob|`` (``numpy.isclose``'s
-rule), and greedy transcripts must be identical; with the base head weights and with perturbed (injected) ones,
+within ``tolerance + RELATIVE_TOLERANCE * |log-prob|`` (``numpy.isclose``'s
+rule; ``tolerance`` is :data:`TOLERANCE`, or the body's in :data:`BODY_TOLERANCE`),
+and greedy transcripts must be identical; with the base head weights and with perturbed (injected) ones,
 for ``model.onnx`` and, chunk by chunk, for ``stream.onnx``.
 """
 
@@ -17,7 +18,7 @@ import onnxruntime
 import torch
 from torch.func import functional_call
 
-from edgemeta.model import SpeechRecognizer
+from edgemeta.model import WHISPER_TINY_EN, ModelConfig, SpeechRecognizer
 from edgemeta.runtime.bundle import Bundle
 from edgemeta.runtime.bundle_format import LENGTHS, MODEL_FILE, STREAM_FILE, WAVEFORM
 from edgemeta.runtime.ctc_decode import greedy_decode
@@ -27,6 +28,12 @@ TOLERANCE = 1e-4
 # A well-trained model gives unlikely characters log-probs of -20 to -60, where
 # fp32 GRU kernels of onnxruntime and PyTorch drift apart by more than 1e-4.
 RELATIVE_TOLERANCE = 1e-5
+# Four attention blocks grow the fp32 rounding differences between onnxruntime's kernels and
+# PyTorch's (another summation order): tiny.en's encoder outputs differed by up to 5.7e-4 on real
+# clips, and the GRU and a trained output layer carry that into the log-probs (measured here:
+# max |diff| 5.4e-4, 2.2e-4 beyond the relative term, with an output layer 30x a fresh one's). Identical transcripts
+# stay required; a wrong graph (other weights, lost masking) is off by far more than 1e-3.
+BODY_TOLERANCE = {WHISPER_TINY_EN: 1e-3}
 BATCH_SIZES = (1, 3)
 CLIP_SECONDS = (0.35, 1.0, 1.7, 2.9, 0.61)
 
@@ -157,6 +164,11 @@ def compare_stream(
         worst, excess = max(worst, diff), max(excess, over)
         differing += greedy_decode(got, n) != greedy_decode(expected, n)
     return ParityReport(f"{STREAM_FILE} (chunks of {stream.chunk} samples)", worst, len(clips), differing, excess)
+
+
+def tolerance_for(config: ModelConfig) -> float:
+    """The absolute tolerance for a model of this config: its body's, else :data:`TOLERANCE`."""
+    return BODY_TOLERANCE.get(config.body, TOLERANCE)
 
 
 def require(report: ParityReport, tolerance: float = TOLERANCE) -> ParityReport:

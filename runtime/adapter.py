@@ -2,8 +2,9 @@
 
 Steps, in order:
 
-1. every clip is checked (:mod:`edgemeta.runtime.clip_checks`); a failing clip
-   is named with its reason and left out;
+1. every clip is checked (:mod:`edgemeta.runtime.clip_checks`, and against
+   the bundle's ``max_segment_seconds``); a failing clip is named with its
+   reason and left out;
 2. the frozen body runs once (onnxruntime, base head) over the remaining clips:
    its ``features`` output feeds every later step, its log-probabilities the
    transcript check;
@@ -246,11 +247,14 @@ class Adapter:
         base = {name: w.clone() for name, w in self.trainer.base.items()}
         left_out: list[tuple[str, str]] = []
         kept: list[tuple[EnrollmentClip, str, list[int]]] = []
+        limit = self.bundle.max_segment_seconds
         for clip in clips:
             text = normalize_text(clip.text)
             problem = signal_problem(clip.audio, self.bundle.sample_rate) if self.check_clips else None
             if problem is None and not text:
                 problem = "transcript is empty after normalisation"
+            if problem is None and limit is not None and len(clip.audio) > limit * self.bundle.sample_rate:
+                problem = f"{len(clip.audio) / self.bundle.sample_rate:.1f} s is longer than the {limit:g} s the model takes at once"
             if problem:
                 left_out.append((clip.name, problem))
             else:

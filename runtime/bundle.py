@@ -183,6 +183,20 @@ class Bundle:
         return self.manifest.get("streaming")
 
     @property
+    def max_segment_seconds(self) -> float | None:
+        """The longest audio one ``model.onnx`` run takes (a whisper body: 30 s), ``None`` when unlimited.
+
+        Longer recordings are cut into segments by voice activity first.
+        """
+        limit = self.manifest.get("max_segment_seconds")
+        return None if limit is None else float(limit)
+
+    @property
+    def body(self) -> dict[str, Any] | None:
+        """The body's name, the source, sha256 and licence of its pretrained weights (``None`` in older bundles)."""
+        return self.manifest.get("body")
+
+    @property
     def has_int8(self) -> bool:
         """Whether the bundle carries ``model.int8.onnx``."""
         return self.manifest.get("int8") is not None

@@ -263,6 +263,7 @@ def command_info(args: argparse.Namespace) -> int:
         f"digest        {bundle.digest}",
         f"format        {m['format_version']}, {bundle.sample_rate} Hz, {len(bundle.vocabulary)} symbols",
         f"model         {json.dumps(bundle.model_config)}",
+        f"body          {_describe_body(bundle)}",
         f"head          {', '.join(bundle.head_names)} ({head_size} values, features {bundle.feature_size})",
         f"adaptation    {json.dumps(bundle.adaptation)}, {bundle.inner_steps} steps",
         f"streaming     {'yes, ' + str(bundle.streaming['chunk_samples']) + ' samples per chunk' if bundle.streaming else 'no'}",
@@ -275,6 +276,14 @@ def command_info(args: argparse.Namespace) -> int:
     ]
     print("\n".join(lines))
     return EXIT_OK
+
+
+def _describe_body(bundle: Bundle) -> str:
+    body, limit = bundle.body, bundle.max_segment_seconds
+    if body is None:
+        return "not recorded"
+    weights = f"{body['source']}" + (f", sha256 {body['sha256'][:12]}, licence {body['license']}" if body.get("sha256") else "")
+    return f"{body['name']} ({weights}); " + (f"at most {limit:g} s per run" if limit else "any length per run")
 
 
 def _describe_decoder(settings: dict | None) -> str:

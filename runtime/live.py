@@ -93,7 +93,8 @@ class LiveTranscriber:
         self.rate = bundle.sample_rate
         self.endpointer = Endpointer(silence_seconds)
         self.partial_samples = int(partial_seconds * self.rate)
-        self.max_samples = int(max_utterance_seconds * self.rate)
+        # A body that takes whole segments (whisper: 30 s) also bounds an utterance.
+        self.max_samples = int(min(max_utterance_seconds, bundle.max_segment_seconds or max_utterance_seconds) * self.rate)
         self.history = _AudioHistory(self.rate)
         self.decode = bundle.decoder(greedy, words)  # finals; partials are best-path, cheap enough to repeat
         self.streaming = bundle.streaming is not None
@@ -140,8 +141,9 @@ class LiveTranscriber:
         now = self.history.end
         if self.utterance_start is not None:
             if now - self.utterance_start >= self.max_samples:
-                events.append(self._final(now))
-                self._begin(now)
+                cut = self.utterance_start + self.max_samples  # never past the limit, not even by part of a chunk
+                events.append(self._final(cut))
+                self._begin(cut)
             elif self.streaming or now - self.last_partial_at >= self.partial_samples:
                 text = self._text_until(now, last=False)
                 self.last_partial_at = now

@@ -4,7 +4,8 @@ The head's weights are overridable initializers of the graph, so a user's
 head is fed with every run (``bundle.head_inputs``); one session serves the
 base head and every user. Text comes from the bundle's decoder (beam search
 with its language model when it has one). Arrays are transcribed in batches
-of similar lengths; recordings longer than ``max_segment_seconds`` are cut at pauses by
+of similar lengths; recordings longer than ``max_segment_seconds`` (at most the
+bundle's own limit: 30 s for a whisper body) are cut at pauses by
 voice activity (silero-vad's model) and returned with timestamps. It all
 runs on onnxruntime and numpy: no torch.
 """
@@ -82,7 +83,7 @@ class Recognizer:
     ) -> None:
         self.bundle = bundle
         self.decode = bundle.decoder(greedy, words)
-        self.max_segment_seconds = max_segment_seconds
+        self.max_segment_seconds = min(max_segment_seconds, bundle.max_segment_seconds or max_segment_seconds)
         self.session = bundle.session(threads=threads, int8=int8)
         self._head_feeds: dict[str, np.ndarray] = {}
         self.set_head(head)
@@ -102,7 +103,15 @@ class Recognizer:
         return [ModelOutput(lp[:n], ft[:n]) for lp, ft, n in zip(log_probs, features, frame_lengths.tolist())]
 
     def infer(self, waveforms: Sequence[np.ndarray]) -> list[ModelOutput]:
-        """Model outputs of mono waveforms at the bundle's sample rate, batched by similar length, in input order."""
+        """Model outputs of mono waveforms at the bundle's sample rate, batched by similar length, in input order.
+
+        Raises ``ValueError`` for a waveform longer than the bundle's ``max_segment_seconds``
+        (:meth:`transcribe` segments those first).
+        """
+        limit = self.bundle.max_segment_seconds
+        if limit is not None and (longest := max(map(len, waveforms), default=0)) > limit * self.bundle.sample_rate:
+            raise ValueError(f"{self.bundle.source}: the model takes at most {limit:g} s at once, "
+                             f"not {longest / self.bundle.sample_rate:.1f} s (transcribe() cuts long audio at pauses)")
         order = sorted(range(len(waveforms)), key=lambda i: len(waveforms[i]))
         outputs: list[ModelOutput | None] = [None] * len(waveforms)
         limit = BATCH_SECONDS * self.bundle.sample_rate

@@ -1,5 +1,7 @@
-"""One exported tiny bundle shared by every export, bundle and streaming test of a session.
+"""Exported tiny bundles shared by every export, bundle and runtime test of a session.
 
+``bundle_dir``: a tiny ``cnn-gru`` model (streams); ``whisper_bundle_dir``: a tiny
+random ``whisper-tiny.en`` body (takes whole segments, no ``stream.onnx``).
 Import the fixtures into a test module (``from export_fixtures import bundle_dir, ...``).
 pytest would build an imported session fixture once per importing module, so
 the export itself is cached here, module-wide.
@@ -14,10 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint
+from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint, new_checkpoint, save_checkpoint
 from edgemeta.export.command import add_parser
 from edgemeta.runtime.language_model import build_char_ngram, text_counts
-from edgemeta.model import SpeechRecognizer
+from edgemeta.model import ModelConfig, SpeechRecognizer
+
+# Random encoder dimensions far below tiny.en's: no package needed, exported in about a second.
+WHISPER_TINY_CONFIG = dict(body="whisper-tiny.en", whisper={"width": 64, "heads": 2, "layers": 2}, gru_hidden=32)
 
 _EXPORTED: dict[str, Path] = {}
 
@@ -51,6 +56,39 @@ def bundle_dir(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) 
 def bundle_archive(bundle_dir: Path) -> Path:
     """The ``.tar.gz`` written next to the bundle by ``--archive``."""
     return bundle_dir.with_name(bundle_dir.name + ".tar.gz")
+
+
+@pytest.fixture(scope="session")
+def whisper_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random whisper-body model as a Meta-SGD checkpoint; its encoder (positions too) is rounded to
+    float16, as whisper's published weights are, so the exporter stores it fp16."""
+    torch.manual_seed(0)
+    model = SpeechRecognizer(ModelConfig(**WHISPER_TINY_CONFIG)).eval()
+    encoder = model.whisper.encoder
+    with torch.no_grad():
+        encoder.positions.normal_()
+        for tensor in encoder.state_dict().values():
+            tensor.copy_(tensor.half().float())
+    rates = {name: torch.full_like(p, 0.01) for name, p in model.named_parameters() if name.startswith("head.")}
+    path = tmp_path_factory.mktemp("whisper-ckpt") / "whisper.pt"
+    save_checkpoint(path, new_checkpoint(model, "meta-sgd", 3, ["spk-a"], rates=rates))
+    return path
+
+
+@pytest.fixture(scope="session")
+def whisper_bundle_dir(whisper_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whisper-body bundle, exported once through the CLI (``--int8`` asked for: this body is offered none)."""
+    if "whisper" not in _EXPORTED:
+        out = tmp_path_factory.mktemp("whisper-bundle") / "whisper"
+        assert run_export_command([str(whisper_checkpoint), str(out), "--int8"]) == 0
+        _EXPORTED["whisper"] = out
+    return _EXPORTED["whisper"]
+
+
+@pytest.fixture
+def whisper_model(whisper_checkpoint: Path) -> SpeechRecognizer:
+    """The PyTorch model the whisper-body bundle was exported from."""
+    return model_from_checkpoint(load_checkpoint(whisper_checkpoint)).eval()
 
 
 @pytest.fixture

@@ -32,8 +32,10 @@ def test_manifest_describes_model_and_provenance(bundle_dir: Path, exported_mode
     assert bundle.adaptation["method"] == "meta-sgd" and bundle.adaptation["rates"] == "per-parameter"
     assert bundle.training_speakers == ["spk-a", "spk-b"]
     assert set(bundle.manifest["files"]) == {p.name for p in bundle_dir.iterdir()} - {"manifest.json"}
-    assert set(bundle.manifest) == {"format_version", "sample_rate", "vocabulary", "model", "head", "inner_steps", "adaptation", "streaming",
-                                    "external_data", "int8", "decoder", "parity", "provenance", "files", "checksum"}
+    assert set(bundle.manifest) == {"format_version", "sample_rate", "vocabulary", "model", "body", "max_segment_seconds", "head", "inner_steps",
+                                    "adaptation", "streaming", "external_data", "int8", "decoder", "parity", "provenance", "files", "checksum"}
+    assert bundle.body == {"name": "cnn-gru", "source": "trained from scratch (this checkpoint)", "sha256": None, "license": None}
+    assert bundle.max_segment_seconds is None
     assert all(entry["transcripts_differing"] == 0 for name, entry in bundle.manifest["parity"].items() if "int8" not in name)
 
 

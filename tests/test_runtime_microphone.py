@@ -1,6 +1,7 @@
 """The real audio path: a PulseAudio null sink as the microphone, PortAudio/sounddevice recording its monitor.
 
-``listen`` and microphone ``enroll`` run as ``edgemeta-runtime`` subprocesses
+``listen`` (with a streaming graph, and with a whisper body that has none) and
+microphone ``enroll`` run as ``edgemeta-runtime`` subprocesses
 with torchaudio, onnx and the trainer unimportable; clips are played into the
 virtual microphone with ``paplay``. Skipped (failed with CI=true) only when
 PulseAudio cannot start.
@@ -20,13 +21,14 @@ import pytest
 from conftest import skip_or_fail
 from edgemeta.runtime.audio import read_audio
 from edgemeta.benchmarks.virtual_microphone import ListenProcess, VirtualMicrophoneError, play, virtual_microphone
+from edgemeta.export import parity
 from edgemeta.runtime.bundle import load_bundle
 from edgemeta.runtime.cli import EXIT_OK, main
 from edgemeta.runtime.metrics import cer
-from edgemeta.runtime.profile_store import ProfileStore
+from edgemeta.runtime.profile_store import Profile, ProfileStore
 from edgemeta.runtime.recognizer import Recognizer
 from edgemeta.synth import synthesize
-from export_fixtures import bundle_dir  # noqa: F401  (session fixture)
+from export_fixtures import bundle_dir, whisper_bundle_dir, whisper_checkpoint  # noqa: F401  (session fixtures)
 from runtime_helpers import ESPEAK, TEXTS, run_runtime, runtime_env, speech, write_clip
 
 LIVE_VS_FILE_CER = 0.5  # live and file transcripts of the same clip differ by resampling path and endpoints only
@@ -84,6 +86,30 @@ def test_listen_transcribes_the_microphone_like_the_file(bundle_dir: Path, micro
         # Latency and input overflows depend on the machine's load: the device benchmark measures them
         # (edgemeta/benchmarks/device_runtime.py); audio lost to an overflow shows here as CER.
         assert cer(file_text, live_text) <= LIVE_VS_FILE_CER
+
+
+def test_listen_without_a_streaming_graph_uses_the_users_head(whisper_bundle_dir: Path, microphone: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
+    """A whisper body: ``listen --user`` re-encodes each utterance through model.onnx with that user's head (injected weights); no torch."""
+    bundle = load_bundle(whisper_bundle_dir)
+    head = {name: w.numpy() for name, w in parity.perturbed(bundle.head_weights(), seed=6, scale=0.5).items()}
+    store = ProfileStore(microphone["EDGEMETA_HOME"])
+    store.save(Profile(user="wes", bundle_digest=bundle.digest, weights=head, adapted=True, bundle_source=str(bundle.source)))
+    path = write_clip(tmp_path, "say.wav", speech()[2], None, rate=22050)
+    without_torch = runtime_env(tmp_path / "no-torch", Path(microphone["EDGEMETA_HOME"]), allow_sounddevice=True, base=microphone,
+                                also_block=("torch",))
+    listen = ListenProcess(whisper_bundle_dir, without_torch, user="wes")
+    try:
+        audio = read_audio(path)
+        play(path, microphone, audio)
+        finals = listen.finals()
+        assert finals, "no final transcript" + "".join(listen.stderr)
+    finally:
+        assert listen.stop() == EXIT_OK, "".join(listen.stderr)
+    assert "(44100 Hz -> 16000 Hz, whole-utterance model)" in "".join(listen.stderr)
+    live_text = " ".join(text for _, text in finals)
+    adapted, base = Recognizer(bundle, head).transcribe([audio])[0].text, Recognizer(bundle).transcribe([audio])[0].text
+    print(f"live {live_text!r} file, user's head {adapted!r}, base head {base!r}")
+    assert cer(adapted, live_text) <= LIVE_VS_FILE_CER < cer(base, live_text)
 
 
 def test_enroll_from_the_microphone(microphone: dict[str, str], pulse_index: str, bundle_dir: Path, tmp_path: Path) -> None:  # noqa: F811

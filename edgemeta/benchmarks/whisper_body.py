@@ -4,8 +4,9 @@ Clips are encoded one by one, as a device does, each alone (no 30 s padding). Me
 
 - eager PyTorch fp32 real-time factor (front end + encoder) on ``--torch-threads``;
 - the legacy ONNX export (opset 17, dynamic batch and time): onnxruntime real-time factor on
-  ``--onnx-threads``, max abs difference from PyTorch, file size; the same graph with its float
-  initializers stored fp16 and cast back to fp32 at load (size, max abs difference);
+  ``--onnx-threads``, max abs difference from PyTorch, file size; the same graph with the
+  initializers float16 holds exactly stored fp16 and cast back to fp32 at load, as the exporter
+  stores them (size, max abs difference);
 - the PyTorch weights stored fp16 and upcast: elements changed and output difference;
 - the floor's reference: each clip's max log10 mel power, the fraction of features on the floor,
   and how much features and encoder frames (relative L2 change per frame) move when the clip's
@@ -34,6 +35,7 @@ from edgemeta.bodies.whisper_body import WhisperBody
 from edgemeta.bodies.whisper_encoder import WhisperEncoder
 from edgemeta.bodies.whisper_frontend import WhisperFrontendConfig
 from edgemeta.bodies.whisper_weights import load_packaged_tiny_en
+from edgemeta.export.onnx_export import store_exact_fp16
 from edgemeta.runtime.audio import SAMPLE_RATE, read_audio
 from edgemeta.runtime.manifest import read_manifest
 
@@ -53,25 +55,14 @@ def export_onnx(body: WhisperBody, path: Path) -> None:
                                     "frames": {0: "batch", 1: "time"}, "frame_lengths": {0: "batch"}})
 
 
-def store_initializers_fp16(source: Path, target: Path) -> None:
-    """Copy an ONNX model with its large float32 initializers stored fp16 and cast back to float32 at load."""
+def store_weights_fp16(source: Path, target: Path) -> int:
+    """Copy an ONNX model with its float16-exact initializers stored fp16, as the exporter stores them; return bytes saved."""
     import onnx
-    from onnx import numpy_helper
 
     model = onnx.load(str(source))
-    graph = model.graph
-    casts = []
-    for initializer in list(graph.initializer):
-        # Small tensors (shapes, scalars) are left alone: nothing to gain, and some feed shape ops.
-        if initializer.data_type != onnx.TensorProto.FLOAT or np.prod(initializer.dims) < 1024:
-            continue
-        half = numpy_helper.from_array(numpy_helper.to_array(initializer).astype(np.float16), initializer.name + "_fp16")
-        graph.initializer.remove(initializer)
-        graph.initializer.append(half)
-        casts.append(onnx.helper.make_node("Cast", [half.name], [initializer.name], to=onnx.TensorProto.FLOAT))
-    for offset, node in enumerate(casts):
-        graph.node.insert(offset, node)
+    saved = store_exact_fp16(model)
     onnx.save(model, str(target))
+    return saved
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -100,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         fp32_path, fp16_path = Path(folder) / "body.onnx", Path(folder) / "body-fp16.onnx"
         export_onnx(body, fp32_path)
-        store_initializers_fp16(fp32_path, fp16_path)
+        store_weights_fp16(fp32_path, fp16_path)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = args.onnx_threads
         sessions = {p: onnxruntime.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
