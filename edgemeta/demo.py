@@ -15,9 +15,10 @@ import argparse
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edgemeta.benchmarks.provenance import Provenance, write_json
 from edgemeta.runtime.adapter import EnrollmentClip
 from edgemeta.runtime.audio import read_audio
 from edgemeta.runtime.bundle import BUILTIN_BUNDLE, Bundle, load_bundle
@@ -138,4 +139,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=7, help="seed of the synthesized prompts")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("EDGEMETA_THREADS", 1)), help="CPU threads (default 1)")
     parser.add_argument("--no-live", dest="live", action="store_false", help="skip the live virtual-microphone step")
-    parser.set_defaults(func=lambda args: run_demo(args.bundle, args.k, args.scored, args.seed, args.threads, args.live) and 0)
+    parser.add_argument("--json", type=Path, metavar="OUT", help="also write the per-voice figures here, with the run's provenance")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    provenance = Provenance()
+    results = run_demo(args.bundle, args.k, args.scored, args.seed, args.threads, args.live)
+    if args.json is not None:
+        write_json(args.json, {"bundle": str(args.bundle), "k": args.k, "scored": args.scored, "seed": args.seed,
+                               "threads": args.threads, "voices": [asdict(r) for r in results]}, provenance)
+    return 0
