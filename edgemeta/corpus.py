@@ -63,19 +63,19 @@ def _decode(clips: list[Clip], name: str, progress: bool) -> tuple[list[np.ndarr
 
 def _load_audio(manifest: Path, clips: list[Clip], progress: bool) -> list[np.ndarray | None]:
     cache_file = cache_root() / "audio" / f"{manifest.parent.name}-{_cache_key(clips)}.npz"
-    if cache_file.is_file():
-        with np.load(cache_file, allow_pickle=False) as data:
-            samples, offsets = data["samples"], data["offsets"]
-        return [None if a == b else samples[a:b].astype(np.float32) / 32767.0 for a, b in zip(offsets[:-1], offsets[1:])]
-    audios, problems = _decode(clips, manifest.parent.name, progress)
-    for problem in problems:
-        log.warning("skipping %s", problem)
-    sizes = [0 if a is None else len(a) for a in audios]
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    kept = [a for a in audios if a is not None]
-    samples = (np.clip(np.concatenate(kept), -1, 1) * 32767).astype(np.int16) if kept else np.zeros(0, np.int16)
-    atomic_write(cache_file, lambda handle: np.savez(handle, samples=samples, offsets=offsets))
-    return audios
+    if not cache_file.is_file():
+        audios, problems = _decode(clips, manifest.parent.name, progress)
+        for problem in problems:
+            log.warning("skipping %s", problem)
+        sizes = [0 if a is None else len(a) for a in audios]
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        kept = [a for a in audios if a is not None]
+        samples = (np.clip(np.concatenate(kept), -1, 1) * 32767).astype(np.int16) if kept else np.zeros(0, np.int16)
+        atomic_write(cache_file, lambda handle: np.savez(handle, samples=samples, offsets=offsets))
+    # Read back even after decoding: the first run gets the same 16-bit samples as every later one.
+    with np.load(cache_file, allow_pickle=False) as data:
+        samples, offsets = data["samples"], data["offsets"]
+    return [None if a == b else samples[a:b].astype(np.float32) / 32767.0 for a, b in zip(offsets[:-1], offsets[1:])]
 
 
 def load_corpus(

@@ -35,7 +35,7 @@ from edgemeta.adaptation_methods import ADAPTATION_METHODS
 from edgemeta.batching import pad_audio, pad_targets
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint
 from edgemeta.corpus import Utterance
-from edgemeta.model import HEAD_PREFIX, SpeechRecognizer
+from edgemeta.model import HEAD_PREFIX, WHISPER_TINY_EN, SpeechRecognizer
 from edgemeta.runtime.ctc_decode import greedy_decode_batch
 from edgemeta.runtime.ctc_loss import ctc_loss
 from edgemeta.runtime.metrics import ErrorCounts, score
@@ -146,13 +146,16 @@ class AdaptedPart:
 
     ``head``: the body is :meth:`SpeechRecognizer.body`. ``gru+head``: the
     body stops before the GRU (the layers below it are the model's, in the
-    same order as :meth:`SpeechRecognizer.encode`).
+    same order as :meth:`SpeechRecognizer.encode`). ``encoder_outputs``
+    (a frozen whisper encoder's cached outputs, keyed by
+    :attr:`Utterance.source`) stand in for the encoder on the clips they hold,
+    so that only the GRU and the head run.
     """
 
-    def __init__(self, model: SpeechRecognizer, scope: str = "head") -> None:
+    def __init__(self, model: SpeechRecognizer, scope: str = "head", encoder_outputs: Mapping[str, torch.Tensor] | None = None) -> None:
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
-        self.model, self.scope = model, scope
+        self.model, self.scope, self.encoder_outputs = model, scope, encoder_outputs or {}
         self.module: nn.Module = model.head if scope == "head" else _GruAndHead(model)
         self.prefix = HEAD_PREFIX if scope == "head" else ""
 
@@ -160,14 +163,25 @@ class AdaptedPart:
         """The adapted part's live parameters (the outer loop's head init), keyed by module names."""
         return dict(self.module.named_parameters())
 
-    def body(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Inputs of the adapted part, ``[batch, frames, channels]``."""
+    def body(self, utterances: list[Utterance]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs of the adapted part ``[batch, frames, channels]`` for ``utterances`` and their frame counts."""
+        reference = next(self.model.parameters())
+        if all(u.source in self.encoder_outputs for u in utterances):
+            outputs = [self.encoder_outputs[u.source] for u in utterances]
+            frame_lengths = torch.tensor([len(o) for o in outputs], dtype=torch.long)
+            x = nn.utils.rnn.pad_sequence(outputs, batch_first=True).to(reference)
+            return (self.model.encode(x, frame_lengths) if self.scope == "head" else x), frame_lengths
+        waveforms, lengths = pad_audio([u.audio for u in utterances])
+        waveforms, lengths = waveforms.to(reference), lengths.to(reference.device)
         if self.scope == "head":
-            return self.model.body(waveforms, lengths)
-        x = F.gelu(self.model.subsample(self.model.log_mel(waveforms))).transpose(1, 2)
-        for block in self.model.blocks:
-            x = block(x)
-        return x
+            x = self.model.body(waveforms, lengths)
+        elif self.model.config.body == WHISPER_TINY_EN:
+            x = self.model.acoustic_features(waveforms, lengths)
+        else:
+            x = F.gelu(self.model.subsample(self.model.log_mel(waveforms))).transpose(1, 2)
+            for block in self.model.blocks:
+                x = block(x)
+        return x, self.model.frame_lengths(lengths).cpu().clamp_max(x.shape[1])
 
     def logits(self, params: Mapping[str, torch.Tensor], batch: "ClipBatch") -> torch.Tensor:
         """Logits of ``batch`` with the adapted part's parameters replaced by ``params``."""
@@ -225,11 +239,9 @@ def encode_clips(
         current.append(i)
     if current:
         chunks.append(current)
-    reference = next(part.model.parameters())
     for chunk in chunks:
-        waveforms, lengths = pad_audio([utterances[i].audio for i in chunk])
-        features = part.body(waveforms.to(reference), lengths.to(reference.device))
-        frames = part.model.frame_lengths(lengths).clamp_max(features.shape[1]).tolist()
+        features, frame_lengths = part.body([utterances[i] for i in chunk])
+        frames = frame_lengths.tolist()
         for row, i in enumerate(chunk):
             pieces[i] = features[row, : frames[row]]
             if cache is not None:

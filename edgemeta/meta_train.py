@@ -36,6 +36,7 @@ from edgemeta.adaptation_methods import META_TRAINING_METHODS, AdaptationMethod,
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint, new_checkpoint, save_checkpoint
 from edgemeta.corpus import load_corpus
 from edgemeta.distributed import Ranks
+from edgemeta.encoder_cache import cached_encoder_outputs
 from edgemeta.meta_learning import (
     FINETUNE_GRID,
     AdaptedPart,
@@ -49,7 +50,7 @@ from edgemeta.meta_learning import (
     select_scalar_rate,
     task_loss,
 )
-from edgemeta.model import SpeechRecognizer
+from edgemeta.model import WHISPER_TINY_EN, SpeechRecognizer
 from edgemeta.runtime.adapter import CER_TOLERANCE
 from edgemeta.runtime.ctc_loss import min_frames
 from edgemeta.runtime.text import encode
@@ -157,11 +158,12 @@ def _learning_rate_factor(config: MetaTrainConfig, step: int, elapsed: float) ->
 class MetaTrainer:
     """One run's model, rates, optimizer and samplers; :meth:`step` is one meta-step."""
 
-    def __init__(self, config: MetaTrainConfig, model: SpeechRecognizer, train_tasks: list[Task], dev_tasks: list[Task], ranks: Ranks) -> None:
+    def __init__(self, config: MetaTrainConfig, model: SpeechRecognizer, train_tasks: list[Task], dev_tasks: list[Task], ranks: Ranks,
+                 encoder_outputs: dict[str, torch.Tensor] | None = None) -> None:
         self.config, self.model, self.ranks = config, model, ranks
         self.algorithm = config.algorithm()
         self.training = config.adaptation.meta_training
-        self.part = AdaptedPart(model, config.scope)
+        self.part = AdaptedPart(model, config.scope, encoder_outputs)
         self.sampler = EpisodeSampler(train_tasks, config.k, config.query, config.seed, config.condition_rate)
         self.dev_episodes = EpisodeSampler(dev_tasks, config.val_k, config.val_scored, config.seed).fixed_episodes() if dev_tasks else []
         adapted = list(self.part.params().values())
@@ -288,6 +290,19 @@ def _unalignable(model: SpeechRecognizer, tasks: list[Task]) -> int:
     )
 
 
+def cached_task_outputs(config: MetaTrainConfig, model: SpeechRecognizer, tasks: list[Task], progress: bool = True) -> dict[str, torch.Tensor] | None:
+    """A frozen whisper encoder's cached clean outputs of every clip of ``tasks``, keyed by source (built where missing).
+
+    ``None`` for a ``cnn-gru`` body, an encoder whose last blocks train, or
+    episodes under channel conditions (their audio is not the cached clip's).
+    """
+    if model.config.body != WHISPER_TINY_EN or model.config.train_encoder_blocks or config.condition_rate:
+        return None
+    utterances = [u for task in tasks for u in task.utterances]
+    cached = cached_encoder_outputs(model, utterances, progress=progress)
+    return {u.source: frames for u, frames in zip(utterances, cached.frames[0]) if frames is not None}
+
+
 def meta_train(
     config: MetaTrainConfig,
     init: dict[str, Any],
@@ -319,8 +334,9 @@ def meta_train(
         "data": sources or [], "scope": config.scope, "pretraining": init.get("provenance", {}),
     }
     training = config.adaptation.meta_training
+    encoder_outputs = cached_task_outputs(config, model, dev_tasks if training == "rate-only" else train_tasks + dev_tasks, progress)
     if training == "rate-only":
-        return _finetune(config, model, init, dev_tasks, provenance, ranks)
+        return _finetune(config, AdaptedPart(model, config.scope, encoder_outputs), init, dev_tasks, provenance, ranks)
     if state["inner_rate"] is None:
         started = time.monotonic()
         if config.inner_rate is not None:
@@ -328,12 +344,12 @@ def meta_train(
         elif training == "plain-ctc" or not dev_tasks:  # the plain-CTC control picks its rate after training
             state["inner_rate"] = DEFAULT_INNER_RATE
         else:
-            state["inner_rate"] = _select_rate(AdaptedPart(model, config.scope), dev_tasks, config)[0]
+            state["inner_rate"] = _select_rate(AdaptedPart(model, config.scope, encoder_outputs), dev_tasks, config)[0]
         state["elapsed"] += time.monotonic() - started
     config = replace(config, inner_rate=state["inner_rate"])
     provenance["config"] = asdict(config)
 
-    trainer = MetaTrainer(config, model, train_tasks, dev_tasks, ranks)
+    trainer = MetaTrainer(config, model, train_tasks, dev_tasks, ranks, encoder_outputs)
     if state["trainer"] is not None:
         trainer.load_state(state["trainer"])
         torch.set_rng_state(state["rng"])
@@ -413,11 +429,11 @@ def _select_rate(part: AdaptedPart, dev_tasks: list[Task], config: MetaTrainConf
     return rate, {f"{r:g}": round(c, 5) for r, c in table.items()}
 
 
-def _finetune(config: MetaTrainConfig, model: SpeechRecognizer, init: dict[str, Any], dev_tasks: list[Task], provenance: dict, ranks: Ranks) -> dict[str, Any]:
+def _finetune(config: MetaTrainConfig, part: AdaptedPart, init: dict[str, Any], dev_tasks: list[Task], provenance: dict, ranks: Ranks) -> dict[str, Any]:
     """The fine-tuning baseline: ``init``'s weights and the best scalar rate on the dev speakers."""
-    rate, table = _select_rate(AdaptedPart(model, config.scope), dev_tasks, config)
+    rate, table = _select_rate(part, dev_tasks, config)
     checkpoint = new_checkpoint(
-        model, config.adaptation.adapts_as, config.inner_steps, init.get("training_speakers", []), scalar_rate=rate,
+        part.model, config.adaptation.adapts_as, config.inner_steps, init.get("training_speakers", []), scalar_rate=rate,
         provenance={**provenance, "rate_grid_cer": table},
     )
     if ranks.main:

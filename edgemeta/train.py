@@ -30,7 +30,8 @@ from edgemeta.augment import random_augment
 from edgemeta.batching import length_buckets, pad_audio, pad_targets
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint, new_checkpoint, save_checkpoint
 from edgemeta.corpus import Utterance, load_corpus, speakers_of
-from edgemeta.model import ModelConfig, SpeechRecognizer
+from edgemeta.encoder_cache import CachedClips, cached_encoder_outputs
+from edgemeta.model import BODIES, WHISPER_TINY_EN, ModelConfig, SpeechRecognizer, new_model
 from edgemeta.runtime.ctc_decode import greedy_decode_batch
 from edgemeta.runtime.ctc_loss import ctc_loss, min_frames
 from edgemeta.runtime.metrics import score
@@ -62,6 +63,7 @@ class TrainConfig:
     augment: bool = False
     channel_probability: float = 0.2
     spec_augment: bool = True
+    cache_variants: int = 2  # whisper body: augmented variants cached per training clip besides the clean one
     dev_every_minutes: float = 5.0
     checkpoint_every_minutes: float = 2.0
     dev_clips_per_speaker: int = 5
@@ -136,11 +138,11 @@ def corpus_cer(model: SpeechRecognizer, utterances: list[Utterance]) -> float:
 
 
 class SpecAugment(torch.nn.Module):
-    """Two frequency masks (up to 15 mel bins) and two time masks (up to 5 % of frames), per utterance."""
+    """Two feature masks (up to ``feature_mask`` mel bins or encoder channels) and two time masks (up to 5 % of frames)."""
 
-    def __init__(self) -> None:
+    def __init__(self, feature_mask: int = 15) -> None:
         super().__init__()
-        self.freq = torchaudio.transforms.FrequencyMasking(15, iid_masks=True)
+        self.freq = torchaudio.transforms.FrequencyMasking(feature_mask, iid_masks=True)
         self.time = torchaudio.transforms.TimeMasking(40, iid_masks=True, p=0.05)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:  # [batch, mels, frames]
@@ -166,10 +168,38 @@ def ctc_batch_loss(model: SpeechRecognizer, waveforms, lengths, texts, spec_augm
     features = model.log_mel(waveforms)
     if spec_augment is not None:
         features = spec_augment(features)
-    frame_lengths = model.frame_lengths(lengths)
+    return features_ctc_loss(model, features, model.frame_lengths(lengths), texts)
+
+
+def features_ctc_loss(model: SpeechRecognizer, features: torch.Tensor, frame_lengths: torch.Tensor, texts: list[str]) -> torch.Tensor:
+    """Mean CTC loss of a batch of :meth:`SpeechRecognizer.acoustic_features` with ``frame_lengths`` output frames."""
     log_probs = F.log_softmax(model.head(model.encode(features, frame_lengths)), dim=-1)
     targets, target_lengths = (t.to(log_probs.device) for t in pad_targets(texts))
     return ctc_loss(log_probs, targets, frame_lengths, target_lengths)
+
+def cached_ctc_loss(model: SpeechRecognizer, cached: CachedClips, indices: list[int], variants: list[int],
+                    spec_augment: SpecAugment | None) -> torch.Tensor:
+    """Mean CTC loss of cached encoder outputs (clip ``indices[i]`` under variant ``variants[i]``), masked when given."""
+    features, frame_lengths = cached.batch(indices, variants)
+    device = next(model.parameters()).device
+    if spec_augment is not None:
+        features = spec_augment(features.transpose(1, 2)).transpose(1, 2)
+    return features_ctc_loss(model, features.to(device), frame_lengths.to(device), [cached.utterances[i].text for i in indices])
+
+
+@torch.no_grad()
+def cached_cer(model: SpeechRecognizer, cached: CachedClips, batch_frames: int = 3000) -> float:
+    """CER of greedy transcripts of the clean cached encoder outputs (sum of edits / sum of reference characters)."""
+    model.eval()
+    device = next(model.parameters()).device
+    lengths = [cached.frame_count(i) for i in range(len(cached.utterances))]
+    hypotheses: dict[int, str] = {}
+    for batch in length_buckets(lengths, batch_frames, np.random.default_rng(0)):
+        features, frame_lengths = cached.batch(batch)
+        log_probs = F.log_softmax(model.head(model.encode(features.to(device), frame_lengths)), dim=-1).cpu()
+        hypotheses.update(zip(batch, greedy_decode_batch(log_probs.numpy(), frame_lengths.numpy())))
+    return score([u.text for u in cached.utterances], [hypotheses[i] for i in range(len(lengths))]).cer
+
 
 
 def train(config: TrainConfig, progress: bool = True) -> Path:
@@ -187,8 +217,9 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
         log.info("resuming %s at step %d (%.1f min)", resume, state["step"], state["elapsed"] / 60)
     else:
         torch.manual_seed(config.seed)
-        model = SpeechRecognizer(ModelConfig(**config.model))
-        feature_statistics(model, data.train, np.random.default_rng(config.seed))
+        model = new_model(ModelConfig(**config.model))
+        if model.config.body != WHISPER_TINY_EN:
+            feature_statistics(model, data.train, np.random.default_rng(config.seed))
         state = {"step": 0, "epoch": 0, "batch": 0, "elapsed": 0.0, "best_dev_cer": None, "optimizer": None}
     device = torch.device(config.device)
     model.to(device)
@@ -196,10 +227,18 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     if state["optimizer"] is not None:
         optimizer.load_state_dict(state["optimizer"])
     spec_augment = SpecAugment() if config.spec_augment else None
+    batch_budget = int(config.batch_seconds * 16000)
+    whisper = model.config.body == WHISPER_TINY_EN
+    if whisper:  # the frozen encoder's outputs are read from the cache: a step costs only the GRU and the head
+        train_cache = cached_encoder_outputs(model, data.train, config.cache_variants, progress=progress)
+        dev_cache = cached_encoder_outputs(model, data.dev, progress=progress)
+        lengths = [train_cache.frame_count(i) for i in range(len(data.train))]
+        batch_budget = int(config.batch_seconds * model.config.sample_rate) // model.config.hop_length // 2
+        spec_augment = SpecAugment(feature_mask=model.config.encoder_config.width // 8) if config.spec_augment else None
     lengths = [len(u.audio) for u in data.train]
     unalignable = sum(int(model.frame_lengths(torch.tensor(len(u.audio)))) < min_frames(encode(u.text)) for u in data.train)
     log.info("%d training clips (%.2f h, %d speakers), %d dev clips; %d clips too short for CTC alignment",
-             len(data.train), sum(lengths) / 16000 / 3600, len(speakers), len(data.dev), unalignable)
+             len(data.train), sum(len(u.audio) for u in data.train) / 16000 / 3600, len(speakers), len(data.dev), unalignable)
     metrics_file = (out / "metrics.jsonl").open("a")
 
     def save(name: str) -> None:
@@ -208,7 +247,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
         save_checkpoint(out / name, new_checkpoint(model, "pretrained", 3, speakers, provenance=provenance, state=state))
 
     def evaluate_dev() -> float:
-        dev_cer = corpus_cer(model, data.dev)
+        dev_cer = cached_cer(model, dev_cache) if whisper else corpus_cer(model, data.dev)
         model.train()
         record = {"step": state["step"], "elapsed": round(state["elapsed"], 1), "dev_cer": round(dev_cer, 4)}
         metrics_file.write(json.dumps(record) + "\n")
@@ -229,15 +268,19 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     dev_cer, done = state["best_dev_cer"], False
     model.train()
     while not done:
-        batches = length_buckets(lengths, int(config.batch_seconds * 16000), np.random.default_rng([config.seed, state["epoch"]]))
+        batches = length_buckets(lengths, batch_budget, np.random.default_rng([config.seed, state["epoch"]]))
         while state["batch"] < len(batches):
             started = time.monotonic()
             rng = np.random.default_rng([config.seed, state["step"]])
             torch.manual_seed(config.seed * 100_003 + state["step"])
             batch = [data.train[i] for i in batches[state["batch"]]]
-            audios = [random_augment(u.audio, rng, p=config.channel_probability) if config.augment else u.audio for u in batch]
-            waveforms, sample_lengths = pad_audio(audios)
-            loss = ctc_batch_loss(model, waveforms.to(device), sample_lengths.to(device), [u.text for u in batch], spec_augment)
+            if whisper:  # a random cached variant of each clip (clean or augmented)
+                variants = rng.integers(len(train_cache.variants), size=len(batch)).tolist()
+                loss = cached_ctc_loss(model, train_cache, batches[state["batch"]], variants, spec_augment)
+            else:
+                audios = [random_augment(u.audio, rng, p=config.channel_probability) if config.augment else u.audio for u in batch]
+                waveforms, sample_lengths = pad_audio(audios)
+                loss = ctc_batch_loss(model, waveforms.to(device), sample_lengths.to(device), [u.text for u in batch], spec_augment)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, state["step"], state["elapsed"])
             optimizer.zero_grad()
@@ -279,7 +322,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="pretrain a CTC recognizer on manifests (synthetic and real)",
         description="Multi-speaker CTC pretraining with SpecAugment (waveform augmentation on request). "
                     "Resumes from OUT/last.pt if present; a resumed run takes the settings given now.",
-        epilog="example:\n  edgemeta train --manifest data/synth/manifest.jsonl --out runs/pretrain --minutes 45",
+        epilog="examples:\n  edgemeta train --manifest data/synth/manifest.jsonl --out runs/pretrain --minutes 45\n"
+               "  # GRU + head on whisper tiny.en's frozen encoder, trained on its cached outputs (clean + 2 augmented variants)\n"
+               "  edgemeta train --body whisper-tiny.en --out runs/whisper/pretrain --minutes 20 --threads 2",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--manifest", action="append", default=[], help="JSONL manifest to train on (repeatable)")
@@ -299,6 +344,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda (default: cpu)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--body", choices=BODIES, default=None, help="the body (overrides --model's; default: cnn-gru)")
+    parser.add_argument("--cache-variants", type=int, default=2,
+                        help=f"{WHISPER_TINY_EN} body: augmented variants of each training clip cached beside the clean one (default: 2)")
     parser.add_argument("--model", type=json.loads, default={}, help='ModelConfig overrides as JSON, e.g. \'{"channels": 192}\'')
     parser.set_defaults(func=_run)
 
@@ -309,7 +357,8 @@ def _run(args: argparse.Namespace) -> int:
         manifests=args.manifest, speechocean=not args.no_speechocean, out=args.out, minutes=args.minutes,
         max_steps=args.steps, lr=args.lr, schedule=args.schedule, batch_seconds=args.batch_seconds,
         augment=args.augment, channel_probability=args.channel_probability, dev_every_minutes=args.dev_every,
-        threads=args.threads, device=args.device, seed=args.seed, model=args.model,
+        threads=args.threads, device=args.device, seed=args.seed, cache_variants=args.cache_variants,
+        model={**args.model, **({"body": args.body} if args.body else {})},
     )
     print(train(config))
     return 0

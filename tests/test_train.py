@@ -62,3 +62,36 @@ def test_schedule_warms_up_then_decays_over_wall_time():
     assert learning_rate(config, 100, 0) == pytest.approx(1e-3)
     assert learning_rate(config, 100, 300) == pytest.approx(5e-4)
     assert learning_rate(config, 100, 600) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_whisper_body_pretrains_on_cached_encoder_outputs(tmp_path, monkeypatch):
+    """A tiny random whisper encoder (no weights package): the cache is built once and its training loss falls."""
+    import numpy as np
+    import soundfile
+    import torch
+
+    from edgemeta import encoder_cache, train as train_module
+    from edgemeta.model import SpeechRecognizer
+    from test_encoder_cache import TINY_WHISPER
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(train_module, "new_model", SpeechRecognizer)  # random weights, not the packaged tiny.en
+    rng = np.random.default_rng(0)
+    lines = []
+    for i, text in enumerate(["red", "green", "blue", "yellow"]):
+        soundfile.write(tmp_path / f"{i}.wav", (0.1 * rng.standard_normal(8000 + 1600 * i)).astype(np.float32), 16000)
+        lines.append(json.dumps({"audio": f"{i}.wav", "text": text, "speaker": "s"}))
+    (tmp_path / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    config = TrainConfig(manifests=[str(tmp_path / "manifest.jsonl")], speechocean=False, out=str(tmp_path / "run"), max_steps=100,
+                         lr=3e-3, schedule="constant", warmup_steps=10, spec_augment=True, cache_variants=1, threads=1, seed=0,
+                         model=TINY_WHISPER)
+    torch.manual_seed(0)
+    last = train(config, progress=False)
+    losses = [r["loss"] for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    # Measured 3.22 -> 2.11 over steps 20-100 (noise clips, masked, two variants): bound with a margin at 0.8x.
+    assert len(losses) == 5 and losses[-1] < 0.8 * losses[0], losses
+    chunks = sorted(p.parent.name for p in (tmp_path / "cache" / "edgemeta" / "encoder").rglob("*.npz"))
+    assert chunks == ["augment1-1", "clean"]
+    monkeypatch.setattr(encoder_cache, "_encode", None)  # a resumed run reads the cache, never the encoder
+    train(TrainConfig(**{**config.__dict__, "max_steps": 101}), progress=False)
+    assert load_checkpoint(last)["state"]["step"] == 101 and load_checkpoint(last)["model_config"]["body"] == "whisper-tiny.en"
