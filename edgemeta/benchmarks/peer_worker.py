@@ -2,9 +2,9 @@
 
 A fresh process (``python -c``, not a fork) so that its load time and peak
 memory are the system's own. It imports only light modules at the top and,
-per job, only the system it measures: the pocketsphinx worker never loads
-torch, and edgemeta's transcribes as ``edgemeta-runtime transcribe`` does,
-without torch (the parent enrolled the users).
+per job, only the system it measures: the pocketsphinx and faster-whisper
+workers never load torch, and edgemeta's transcribes as ``edgemeta-runtime
+transcribe`` does, without torch (the parent enrolled the users).
 """
 
 from __future__ import annotations
@@ -27,12 +27,16 @@ POCKETSPHINX = "pocketsphinx"
 GRAMMAR = "pocketsphinx-grammar"
 EDGEMETA = "edgemeta"
 EDGEMETA_WORDS = "edgemeta-words"
+WHISPER = "whisper-tiny.en"
 GRAMMAR_NAME = "vocabulary"
 FILLER = re.compile(r"<.*>|\[.*\]|\+\+.*\+\+")
 VARIANT = re.compile(r"\(\d+\)$")
 PEER_MISSING = ("pocketsphinx is not installed; it is this benchmark's peer, in the optional 'bench' "
                 "extra: pip install -e '.[bench]'")
+WHISPER_MISSING = ("faster-whisper is not installed; it runs the whisper-tiny.en peer, in the optional 'bench' "
+                   "extra: pip install -e '.[bench]'")
 POCKETSPHINX_RATE = 16000  # Hz, of its en-us acoustic model
+WHISPER_RATE = 16000  # Hz, whisper's front end
 WARM_UP_SECONDS = 1
 Transcribe = Callable[[np.ndarray, str | None], str]
 
@@ -105,6 +109,24 @@ def open_pocketsphinx(words: list[str] | None) -> System:
     return System(transcribe, files, load_seconds, POCKETSPHINX_RATE)
 
 
+def open_faster_whisper(model_dir: str) -> System:
+    """faster-whisper on the CTranslate2 whisper model in ``model_dir``, as its users run it on a small CPU:
+    int8, one thread, greedy (beam 1), English, its own decoder and text (no per-user model)."""
+    try:
+        from faster_whisper import WhisperModel
+    except ImportError:
+        raise BenchError(WHISPER_MISSING) from None
+    started = time.perf_counter()
+    model = WhisperModel(model_dir, device="cpu", compute_type="int8", cpu_threads=1, num_workers=1)
+    load_seconds = time.perf_counter() - started
+
+    def transcribe(audio: np.ndarray, user: str | None) -> str:
+        segments, _ = model.transcribe(audio, language="en", beam_size=1)
+        return " ".join(segment.text.strip() for segment in segments)  # the segments are lazy: decoding happens here
+
+    return System(transcribe, [Path(model_dir)], load_seconds, WHISPER_RATE)
+
+
 def open_edgemeta(bundle_path: str, home: str | None, users: set[str], words: list[str] | None) -> System:
     """The runtime's recognizer on one thread, with the enrolled users' heads, taking audio at the bundle's rate.
 
@@ -143,7 +165,8 @@ def open_edgemeta(bundle_path: str, home: str | None, users: set[str], words: li
 def worker_main() -> int:
     """A worker process: a job (JSON on stdin) in, its texts, timings and figures (one JSON line on stdout) out.
 
-    Job: ``{"system", "words", "bundle", "home", "items": [{"audio", "user"}]}``.
+    Job: ``{"system", "words", "bundle", "home", "model", "items": [{"audio", "user"}]}`` (``model``: the
+    whisper peer's model folder).
     """
     from tqdm import tqdm
 
@@ -153,6 +176,8 @@ def worker_main() -> int:
         if job["system"] in (EDGEMETA, EDGEMETA_WORDS):
             users = {item["user"] for item in items if item["user"] is not None}
             system = open_edgemeta(job["bundle"], job["home"], users, job["words"])
+        elif job["system"] == WHISPER:
+            system = open_faster_whisper(job["model"])
         else:
             system = open_pocketsphinx(job["words"])
         rate = system.sample_rate
@@ -165,7 +190,7 @@ def worker_main() -> int:
             seconds.append(time.perf_counter() - started)
             cpu_seconds.append(time.process_time() - cpu_started)
             audio_seconds.append(len(audio) / rate)
-    except (ValueError, RuntimeError) as error:  # unreadable audio, bad bundle or profile, pocketsphinx refusing
+    except (ValueError, RuntimeError) as error:  # unreadable audio, bad bundle or profile, a peer refusing
         print(f"error: {job['system']}: {error}", file=sys.stderr)
         return 1
     result = {"texts": texts, "seconds": seconds, "cpu_seconds": cpu_seconds, "audio_seconds": audio_seconds,
@@ -175,9 +200,10 @@ def worker_main() -> int:
 
 
 def run_worker(system: str, items: Sequence[tuple[str, str | None]], words: list[str] | None = None, bundle: str | None = None,
-               home: str | None = None) -> dict:
+               home: str | None = None, model: str | None = None) -> dict:
     """Transcribe ``items`` (audio path, enrolled user or ``None``) with ``system`` in a fresh process; its JSON result."""
-    job = {"system": system, "words": words, "bundle": bundle, "home": home, "items": [{"audio": a, "user": u} for a, u in items]}
+    job = {"system": system, "words": words, "bundle": bundle, "home": home, "model": model,
+           "items": [{"audio": a, "user": u} for a, u in items]}
     env = dict(os.environ, OMP_NUM_THREADS="1")
     command = [sys.executable, "-c", "import sys; from edgemeta.benchmarks.peer_worker import worker_main; sys.exit(worker_main())"]
     done = subprocess.run(command, input=json.dumps(job), stdout=subprocess.PIPE, text=True, env=env)

