@@ -303,7 +303,7 @@ def _install(staging: Path, out: Path) -> None:
 
 
 @contextmanager
-def _torch_threads(count: int) -> Iterator[None]:
+def torch_threads(count: int) -> Iterator[None]:
     """Run with ``count`` intra-op threads. One thread is the device's setting, and on a busy
     2-core machine a multi-threaded GRU on short clips was 20x slower than one thread."""
     previous = torch.get_num_threads()
@@ -405,7 +405,7 @@ def write_bundle(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     reports: list[parity.ParityReport] = []
     try:
-        with _torch_threads(1):
+        with torch_threads(1):
             _write_files(staging, model, streamer, weights, rates, manifest, int8, stage, progress)
             if decoder is not None:
                 shutil.copyfile(decoder.language_model, staging / LM_FILE)
