@@ -3,8 +3,9 @@
 Modules: :mod:`.datasets` (scored sets and adaptation pools), :mod:`.models`
 (checkpoints and bundles behind one interface), :mod:`.method_plans` (which
 model and rates each method uses), :mod:`.adaptation_runs` (the loop and its
-records), :mod:`.summary` (rows across speakers), :mod:`.report` (table, plot)
-and :mod:`.command` (the command line).
+records), :mod:`.summary` (rows across speakers), :mod:`.report` (table, plot,
+output files), :mod:`.saved_records` (an earlier run's records re-summarized,
+``--from-records``) and :mod:`.command` (the command line).
 
 Protocol (DESIGN.md, "Evaluation protocol"):
 
@@ -15,8 +16,9 @@ Protocol (DESIGN.md, "Evaluation protocol"):
   adaptation pool (20 clips: 10 scored, k <= 10; 500 clips: 10 scored, k up
   to 490). A speaker's CER is Σ edits / Σ reference characters over its scored
   clips (:func:`edgemeta.runtime.metrics.score`). In speechocean762-train
-  only the committed split's dev speakers are scored (the rest trained the
-  models); any scored speaker in a model's training speakers is warned about.
+  only the committed split's test speakers are scored (``--split dev``: its
+  dev speakers, for choices; the rest trained the models); any scored
+  speaker in a model's training speakers is warned about.
 - **Adaptation clips.** Seed ``s`` ranks the pool by the sha256 of
   ``s/speaker/clip``; k-shot adaptation uses the first k, so a seed's clips
   are nested across k and the same for every method. A k larger than a
@@ -43,7 +45,8 @@ Protocol (DESIGN.md, "Evaluation protocol"):
   (k=0 lines repeat for every seed: no clip is drawn); a Markdown table per
   dataset × model/method × k (mean CER, spread across speakers of the
   seed-mean CER, mean WER, fraction of speakers made worse: seed-mean CER
-  after > CER at k=0 of the same model + 0.01, the guard's acceptance rate);
+  after > the pretrained model's CER at k=0 + 0.01, one baseline for every
+  method, the guard's acceptance rate);
   a PNG plot of CER against k; everything else (clip lists, guard rules and
   decisions, rates used, notes, timings) in ``OUT.summary.json``.
 """
