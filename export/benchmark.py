@@ -6,9 +6,7 @@ Speed is the best of ``--repeats`` passes over the clips, one clip per call
     python -m edgemeta.export.benchmark CHECKPOINT [--manifest M] [--clips 20] [--repeats 3] [--json out.json]
 
 Without ``--manifest`` the clips are the parity module's synthetic signals
-(speed and size only: CER needs transcripts). For a body the exporter offers
-no int8 model (``quantize.INT8_NOT_OFFERED``) the int8 graph it would have
-written is built here and measured all the same, to keep that decision checked.
+(speed and size only: CER needs transcripts).
 """
 
 from __future__ import annotations
@@ -23,14 +21,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import onnxruntime
 import torch
-from torch import nn
 
 from edgemeta.benchmarks.provenance import Provenance, write_json
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint
 from edgemeta.export import parity
 from edgemeta.export.bundle_writer import torch_threads, write_bundle
-from edgemeta.export.onnx_export import export_model
-from edgemeta.export.quantize import quantize_body
 from edgemeta.runtime.audio import read_audio
 from edgemeta.runtime.bundle import Bundle, load_bundle
 from edgemeta.runtime.bundle_format import INT8_FILE, LENGTHS, LOG_PROBS, MODEL_FILE, WAVEFORM, WEIGHTS_FILE
@@ -73,17 +68,6 @@ def _stream_runner(bundle: Bundle) -> Callable[[np.ndarray], np.ndarray]:
     return lambda clip: stream.run(clip)[0]
 
 
-def _int8_session(bundle: Bundle, model: nn.Module) -> tuple[onnxruntime.InferenceSession, int]:
-    """The bundle's int8 graph on one thread, or the one the exporter would write for a body it offers none; its size in bytes."""
-    if bundle.has_int8:
-        return bundle.session(threads=1, int8=True), bundle.file(INT8_FILE).stat().st_size
-    graph = quantize_body(export_model(model), bundle.head_names).SerializeToString()
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"]), len(graph)
-
-
 def benchmark(checkpoint: Path, manifest: Path | None, clips_count: int, repeats: int, folder: Path) -> dict[str, Any]:
     """Export ``checkpoint`` into ``folder`` and measure it; return the numbers."""
     started = time.perf_counter()
@@ -92,8 +76,7 @@ def benchmark(checkpoint: Path, manifest: Path | None, clips_count: int, repeats
     bundle = load_bundle(result.path)
     model = model_from_checkpoint(load_checkpoint(checkpoint)).eval()
     fp32_bytes = (result.path / MODEL_FILE).stat().st_size + (result.path / WEIGHTS_FILE).stat().st_size
-    with torch_threads(1):
-        int8_session, int8_bytes = _int8_session(bundle, model)
+    int8_bytes = (result.path / INT8_FILE).stat().st_size
     report: dict[str, Any] = {
         "checkpoint": str(checkpoint),
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -101,7 +84,6 @@ def benchmark(checkpoint: Path, manifest: Path | None, clips_count: int, repeats
         "export_stage_seconds": {k: round(v, 2) for k, v in result.seconds.items()},
         "model_onnx_bytes": fp32_bytes,  # model.onnx + weights.bin
         "model_int8_onnx_bytes": int8_bytes,
-        "int8_in_bundle": bundle.has_int8,
         "int8_size_ratio": round(int8_bytes / fp32_bytes, 3),
         "bundle_bytes": sum(p.stat().st_size for p in result.path.iterdir()),
         "archive_bytes": result.archive.stat().st_size,
@@ -119,7 +101,7 @@ def benchmark(checkpoint: Path, manifest: Path | None, clips_count: int, repeats
         runners = {
             "torch_eager": _torch_runner(model),
             "onnxruntime_fp32": _onnx_runner(bundle.session(threads=1)),
-            "onnxruntime_int8": _onnx_runner(int8_session),
+            "onnxruntime_int8": _onnx_runner(bundle.session(threads=1, int8=True)),
         }
         if bundle.streaming is not None:
             runners["onnxruntime_stream_fp32"] = _stream_runner(bundle)
@@ -149,8 +131,8 @@ def markdown(report: dict[str, Any]) -> str:
     rows = [
         ("parameters", f"{report['parameters']:,}"),
         ("export wall time (int8, archive, parity)", f"{report['export_seconds']} s"),
-        (f"{MODEL_FILE} + {WEIGHTS_FILE} / {INT8_FILE}{'' if report['int8_in_bundle'] else ' (not shipped for this body)'}",
-         f"{report['model_onnx_bytes'] / 1e6:.2f} MB / {report['model_int8_onnx_bytes'] / 1e6:.2f} MB ({report['int8_size_ratio']}x)"),
+        (f"{MODEL_FILE} + {WEIGHTS_FILE} / {INT8_FILE}", f"{report['model_onnx_bytes'] / 1e6:.2f} MB / {report['model_int8_onnx_bytes'] / 1e6:.2f} MB "
+                                          f"({report['int8_size_ratio']}x)"),
         ("bundle / archive", f"{report['bundle_bytes'] / 1e6:.2f} MB / {report['archive_bytes'] / 1e6:.2f} MB"),
     ]
     for name, seconds in report["seconds"].items():

