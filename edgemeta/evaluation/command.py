@@ -49,8 +49,8 @@ examples:
       --methods none,finetune,ctc-control,meta-sgd,meta-sgd-scalar --json eval/controls.jsonl
   # a bundle as the device enrolls: clip checks and guard
   edgemeta eval --manifest data/flite/manifest.jsonl --model meta-sgd=bundles/mine --guard --json eval/guard.jsonl
-  # no new runs: an earlier run's records re-summarized on the test speakers, espeak-ng voices the built-in model
-  # trained on dropped (reads OLD.jsonl and OLD.summary.json; models, methods, k and seeds are the old run's)
+  # no new runs: an earlier run's records re-summarized on the test speakers, dropping espeak-ng voices whose variant
+  # a training speaker of the built-in model used (reads OLD.jsonl and OLD.summary.json; models, methods, k, seeds: the old run's)
   edgemeta eval --from-records reports/kshot.jsonl --json reports/kshot-test.jsonl
 
 writes OUT (JSON Lines), OUT with .md (the table), .png (CER against k) and .summary.json
