@@ -89,6 +89,7 @@ def test_test_speakers_and_unseen_voices_only_worse_against_the_pretrained_k0(sa
     assert summary["source"]["records"] == str(saved_run) and summary["source"]["seconds"] == {"evaluation": 9.0}
     stamp = summary["provenance"]
     assert {"command", "started_utc", "finished_utc", "load_average_start", "load_average_end", "machine", "git", "packages"} <= set(stamp)
+    assert stamp["machine"]["cores"] >= 1 and stamp["packages"]["onnxruntime"] and len(stamp["git"]["commit"] or "0" * 40) == 40
     report = out.with_suffix(".md").read_text()
     assert "pretrained's k=0" in report and f"dropped, their variant used by a training speaker (not unseen): {SEEN}" in report
     assert out.with_suffix(".png").stat().st_size > 0
