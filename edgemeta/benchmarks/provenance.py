@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("torch", "onnxruntime", "numpy", "edgemeta")
+PACKAGES = ("torch", "onnxruntime", "numpy", "pocketsphinx", "edgemeta")  # pocketsphinx: bench peers
 
 
 def _utc_now() -> str:
