@@ -90,3 +90,22 @@ def test_longer_than_a_segment_is_left_out(tmp_path, monkeypatch):
     monkeypatch.setattr(encoder_cache, "MAX_SEGMENT_SECONDS", 0.5)
     cached = cached_encoder_outputs(tiny_whisper(), noise_clips(3), progress=False, root=tmp_path)
     assert [f is None for f in cached.frames[0]] == [False, True, True]
+
+
+def test_real_clips_through_the_packaged_encoder(tmp_path):
+    """Three speechocean762 clips through whisper tiny.en: cached outputs match each clip encoded alone."""
+    from conftest import shared_data, skip_or_fail
+    from edgemeta.bodies.whisper_weights import WeightsError
+    from edgemeta.corpus import load_corpus
+    from edgemeta.model import new_model
+
+    clips = load_corpus(shared_data("speechocean762-train"), progress=False)[:3]
+    try:
+        model = new_model(ModelConfig(body="whisper-tiny.en")).eval()
+    except WeightsError as error:
+        skip_or_fail(str(error))
+    cached = cached_encoder_outputs(model, clips, progress=False, root=tmp_path)
+    with torch.no_grad():
+        for clip, frames in zip(clips, cached.frames[0]):
+            alone = model.acoustic_features(torch.from_numpy(clip.audio)[None])[0]
+            torch.testing.assert_close(frames.float(), alone, rtol=FP16_RTOL, atol=FP16_ATOL)
