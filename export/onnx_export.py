@@ -1,7 +1,8 @@
 """ONNX export with the head's weights as overridable initializers.
 
 The legacy (TorchScript-tracing) exporter is used: it exports this model in
-about a second (0.6-1.4 s measured here), where DESIGN.md measured ~65 s for
+about a second (``export_stage_seconds`` of ``python -m edgemeta.export.benchmark``,
+0.72 s in ``reports/export-benchmark.json``), where DESIGN.md gives ~65 s for
 the dynamo exporter on a similar model. The
 graph is traced with every head parameter as an explicit input named as in
 the manifest (``head.scale``, ``head.hidden.weight``, ...), so the exporter

@@ -33,8 +33,7 @@ load), transcribes clip by clip on one thread after an untimed one-second
 warm-up (RTF = decode wall seconds / audio seconds; CPU RTF the same with the
 process's CPU seconds, steadier on a shared machine) and reports its peak
 resident memory as ``VmHWM`` from ``/proc/self/status`` (a child's
-``ru_maxrss`` also counts the memory of the parent it was forked from:
-measured here, 413 MB reported for a 14 MB child of a 413 MB parent). Every
+``ru_maxrss`` also counts the memory of the parent it was forked from). Every
 system gets the same clips as mono audio at its model's rate (16 kHz for
 pocketsphinx's en-us model and whisper, the bundle's own for edgemeta); pocketsphinx's fillers (``<s>``,
 ``<sil>``, ``[NOISE]``, ``++...++``) and pronunciation variant marks
