@@ -50,7 +50,8 @@ class BeamSearch:
     """
 
     lm: CharNgram
-    # defaults chosen on speechocean762 dev speakers' adaptation pools (BENCHMARKS.md, "Decoding")
+    # defaults chosen on the 16 held-out speechocean762 speakers' adaptation pools, before the dev/test split
+    # (python -m edgemeta.benchmarks.decoder_weights, reports/decoder-weights.json)
     lm_weight: float = 0.3
     char_bonus: float = 0.5
     beam: int = 8
