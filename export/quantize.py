@@ -18,10 +18,11 @@ Two parts stay fp32 on purpose:
 A whisper tiny.en body quantized this way (encoder MatMuls dynamic int8,
 per channel; its convolutions and the GRU weight-only int8; what stays float
 stored fp16 as in ``model.onnx``): 10.6 MB against 19.5 MB for ``model.onnx``
-with its weights, RTF 0.0057 against 0.0093 on one thread, and on the 160
-clips of the 8 dev speakers a CER 0.18 points *lower* (0.3127 vs 0.3145, with
-a GRU + head trained 4 minutes on frozen encoder outputs; 96 of 160
-transcripts differ), within the 0.5 points a smaller encoder may cost.
+with its weights, RTF 0.0057 against 0.0090 on one thread, and on the 160
+clips of the 8 dev speakers a CER 0.11 points *lower* (0.2498 vs 0.2509 with
+the GRU + head of ``edgemeta train --body whisper-tiny.en``, 20 minutes; 80
+of 160 transcripts differ; with a head trained 4 minutes: 0.3127 vs 0.3145),
+within the 0.5 points a smaller encoder may cost.
 The encoder's outputs themselves move a lot (DESIGN.md: up to 2.7 with a
 naive ``quantize_dynamic``; the head's input features here by 0.28 on
 average), so the CER, not that distance, decided.
