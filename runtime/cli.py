@@ -283,7 +283,7 @@ def _describe_body(bundle: Bundle) -> str:
     if body is None:
         return "not recorded"
     weights = f"{body['source']}" + (f", sha256 {body['sha256'][:12]}, licence {body['license']}" if body.get("sha256") else "")
-    return f"{body['name']} ({weights}); " + (f"at most {limit:g} s per run" if limit else "any length per run")
+    return f"{body['name']}: {weights}; " + (f"at most {limit:g} s per run" if limit else "any length per run")
 
 
 def _describe_decoder(settings: dict | None) -> str:
