@@ -88,13 +88,9 @@ class CachedClips:
     variants: tuple[str, ...]
     frames: list[list[torch.Tensor | None]]
 
-    @property
-    def usable(self) -> list[int]:
-        """Indices of the utterances whose clean outputs exist."""
-        return [i for i, f in enumerate(self.frames[0]) if f is not None]
-
-    def frame_count(self, index: int, variant: int = 0) -> int:
-        return int(self.frames[variant][index].shape[0])
+    def frame_count(self, index: int) -> int:
+        """Encoder frames of utterance ``index``'s clean outputs."""
+        return int(self.frames[0][index].shape[0])
 
     def batch(self, indices: list[int], variants: list[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Padded float32 ``([batch, frames, width], frame lengths)`` of ``indices``, each under its variant (default clean);
