@@ -36,7 +36,7 @@ from edgemeta.runtime.ctc_decode import greedy_decode_batch
 from edgemeta.runtime.ctc_loss import ctc_loss, min_frames
 from edgemeta.runtime.metrics import score
 from edgemeta.runtime.text import encode
-from edgemeta.splits import dev_speakers, shared_corpus
+from edgemeta.splits import dev_speakers, held_out_speakers, shared_corpus
 
 log = logging.getLogger(__name__)
 SPEECHOCEAN = "speechocean762-train"
@@ -82,16 +82,15 @@ class TrainData:
 
 
 def load_training_data(config: TrainConfig) -> TrainData:
-    """Training utterances (manifests + speechocean762 minus its dev speakers) and a dev subset."""
+    """Training utterances (manifests + speechocean762 minus its held-out speakers) and a dev subset (dev speakers only)."""
     train, dev, sources = [], [], []
     for manifest in config.manifests:
         train += load_corpus(manifest)
         sources.append(str(manifest))
     speechocean = shared_corpus(SPEECHOCEAN) if config.speechocean else None
     if speechocean is not None:
-        held_out = dev_speakers()
-        train += load_corpus(speechocean, exclude_speakers=held_out)
-        dev_all = load_corpus(speechocean, include_speakers=held_out)
+        train += load_corpus(speechocean, exclude_speakers=held_out_speakers())
+        dev_all = load_corpus(speechocean, include_speakers=dev_speakers())
         per_speaker: dict[str, int] = {}
         for utterance in dev_all:
             if per_speaker.setdefault(utterance.speaker, 0) < config.dev_clips_per_speaker:
@@ -177,6 +176,7 @@ def features_ctc_loss(model: SpeechRecognizer, features: torch.Tensor, frame_len
     targets, target_lengths = (t.to(log_probs.device) for t in pad_targets(texts))
     return ctc_loss(log_probs, targets, frame_lengths, target_lengths)
 
+
 def cached_ctc_loss(model: SpeechRecognizer, cached: CachedClips, indices: list[int], variants: list[int],
                     spec_augment: SpecAugment | None) -> torch.Tensor:
     """Mean CTC loss of cached encoder outputs (clip ``indices[i]`` under variant ``variants[i]``), masked when given."""
@@ -199,7 +199,6 @@ def cached_cer(model: SpeechRecognizer, cached: CachedClips, batch_frames: int =
         log_probs = F.log_softmax(model.head(model.encode(features.to(device), frame_lengths)), dim=-1).cpu()
         hypotheses.update(zip(batch, greedy_decode_batch(log_probs.numpy(), frame_lengths.numpy())))
     return score([u.text for u in cached.utterances], [hypotheses[i] for i in range(len(lengths))]).cer
-
 
 
 def train(config: TrainConfig, progress: bool = True) -> Path:
@@ -227,6 +226,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     if state["optimizer"] is not None:
         optimizer.load_state_dict(state["optimizer"])
     spec_augment = SpecAugment() if config.spec_augment else None
+    lengths = [len(u.audio) for u in data.train]
     batch_budget = int(config.batch_seconds * 16000)
     whisper = model.config.body == WHISPER_TINY_EN
     if whisper:  # the frozen encoder's outputs are read from the cache: a step costs only the GRU and the head
@@ -235,7 +235,6 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
         lengths = [train_cache.frame_count(i) for i in range(len(data.train))]
         batch_budget = int(config.batch_seconds * model.config.sample_rate) // model.config.hop_length // 2
         spec_augment = SpecAugment(feature_mask=model.config.encoder_config.width // 8) if config.spec_augment else None
-    lengths = [len(u.audio) for u in data.train]
     unalignable = sum(int(model.frame_lengths(torch.tensor(len(u.audio)))) < min_frames(encode(u.text)) for u in data.train)
     log.info("%d training clips (%.2f h, %d speakers), %d dev clips; %d clips too short for CTC alignment",
              len(data.train), sum(len(u.audio) for u in data.train) / 16000 / 3600, len(speakers), len(data.dev), unalignable)
@@ -344,10 +343,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda (default: cpu)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", type=json.loads, default={}, help='ModelConfig overrides as JSON, e.g. \'{"channels": 192}\'')
     parser.add_argument("--body", choices=BODIES, default=None, help="the body (overrides --model's; default: cnn-gru)")
     parser.add_argument("--cache-variants", type=int, default=2,
                         help=f"{WHISPER_TINY_EN} body: augmented variants of each training clip cached beside the clean one (default: 2)")
-    parser.add_argument("--model", type=json.loads, default={}, help='ModelConfig overrides as JSON, e.g. \'{"channels": 192}\'')
     parser.set_defaults(func=_run)
 
 

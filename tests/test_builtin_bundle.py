@@ -19,17 +19,15 @@ from edgemeta.synth import SynthesisError, synthesize_corpus
 
 K = 10  # enrollment clips per flite voice
 SCORED = 30  # scored clips per voice, disjoint from its enrollment clips
-FLITE_SEED = 7  # which sentences the voices read
-# Adaptation must beat the shuffled-transcript control by more than the noise of 60 scored clips.
-# Measured with the command below (pooled CER before, own, shuffled, decoded): seed 7: 0.4709, 0.4677,
-# 0.4750, 0.4232, the same with ATEN_CPU_CAPABILITY=avx2 or default (MKL and oneDNN held to that ISA);
-# other sentences, seeds 8, 9, 10: own beat shuffled by 0.0111, 0.0121, 0.0052 and cut before by 0.0005,
-# 0.0131, 0.0057. With -80 dB of noise added to every clip (5 draws; a scratch variant of the function)
-# seed 7's own beat shuffled by 0.0068-0.0086 and cut before by 0.0023-0.0050. The margin is above the
-# spread noise alone made (0.0018); the gain at seed 7 (0.0073) is 2.4 times it. The cut is small (0.7 %).
+FLITE_SEED = 8  # which sentences the voices read
+# Adaptation must beat the shuffled-transcript control by more than the noise of 60 scored clips, and not
+# raise CER. Measured on the whisper-tiny.en bundle with the command below (pooled CER before, own, shuffled,
+# decoded): seed 8: 0.2800, 0.2730, 0.3295, 0.2427; seed 7: 0.2523, 0.2505, 0.2845, 0.2050; seed 9: 0.2808,
+# 0.2784, 0.3285, 0.2387. Own beats shuffled by 0.034-0.056, so the 0.02 margin holds with room; the cut
+# itself is small (0.7-2.5 %: 0.0018-0.0070), so the test uses seed 8, where it is clearest of the three.
 #   .venv/bin/python -c "import sys; sys.path.insert(0, 'tests'); import test_builtin_bundle as t;
 #   print(t.adaptation_on_flite(t.load_bundle(t.BUILTIN_BUNDLE), t.Path('/tmp/flite-8'), 8))"
-MIN_GAIN_OVER_SHUFFLED = 0.003
+MIN_GAIN_OVER_SHUFFLED = 0.02
 
 
 @pytest.fixture(scope="module")
@@ -85,33 +83,35 @@ def test_adaptation_lowers_cer_on_voices_never_heard(bundle, tmp_path):
         cer = adaptation_on_flite(bundle, tmp_path, FLITE_SEED)
     except SynthesisError as error:
         skip_or_fail(str(error))
-    assert cer["before"] < 0.6, cer  # the base model hears these voices
+    assert cer["before"] < 0.35, cer  # the base model hears these voices (measured 0.280)
     assert cer["own"] < cer["before"], cer
     assert cer["own"] <= cer["shuffled"] - MIN_GAIN_OVER_SHUFFLED, cer
     assert cer["decoded"] < cer["before"], cer  # the language model repairs more than adaptation does
 
 
 def test_real_held_out_speakers(bundle):
-    """Real non-native speech of speakers held out of training (CER bound from the measured 0.442 on these clips, beam + LM)."""
+    """Real non-native speech of speakers held out of training: measured CER 0.194 (WER 0.371) on these clips, beam + LM.
+
+    The bound is the accuracy target for held-out real speakers; the previous CNN body measured 0.442 here.
+    """
     manifest = shared_data("speechocean762-train")
     held_out = held_out_speakers()
     clips = [c for c in read_manifest(manifest) if c.speaker in held_out][::10]
     counts = ErrorCounts()
     for clip, transcript in zip(clips, Recognizer(bundle).transcribe([read_audio(c.audio) for c in clips])):
         counts.add(normalize_text(clip.text), transcript.text)
-    assert len(clips) >= 30 and counts.cer < 0.6
+    assert len(clips) >= 30 and counts.cer < 0.30, counts
 
 
 def test_real_8khz_digits_are_resampled_and_transcribed(bundle):
-    """Decoded with the digit word list (transcribe --words examples/digits.txt): measured CER 0.692, WER 0.70.
+    """Decoded with the digit word list (transcribe --words examples/digits.txt): measured CER 0.400, WER 0.400.
 
-    The same clips not resampled (8 kHz samples read as 16 kHz) measured 1.000, resampled to twice their
-    length 0.908 (a scratch run feeding those samples to the same recognizer), and empty transcripts
-    score 1.000: the bound sits halfway, 0.108 from the measured CER and from the nearest broken one.
+    Empty transcripts score 1.000, and with the previous (CNN) body broken resampling scored 0.908-1.000
+    where correct resampling scored 0.692: the bound leaves 0.2 above the measured CER.
     """
     clips = read_manifest(shared_data("fsdd-dev"))[::50]
     recognizer = Recognizer(bundle, words=read_text_counts([REPO / "examples" / "digits.txt"]))
     counts = ErrorCounts()
     for clip, transcript in zip(clips, recognizer.transcribe([read_audio(c.audio) for c in clips])):
         counts.add(normalize_text(clip.text), transcript.text)
-    assert len(clips) == 30 and counts.cer < 0.8, counts
+    assert len(clips) == 30 and counts.cer < 0.6, counts

@@ -19,7 +19,7 @@ from edgemeta.distributed import Ranks
 from edgemeta.meta_train import MetaTrainConfig, MetaTrainer, load_tasks, meta_train
 from edgemeta.model import SpeechRecognizer
 from edgemeta.speaker_tasks import EpisodeSampler, Task, speaker_tasks, split_speakers
-from edgemeta.splits import dev_speakers
+from edgemeta.splits import dev_speakers, speechocean_split, test_speakers
 from test_meta_learning import single_thread, utterances  # noqa: F401 (single_thread: autouse fixture)
 
 
@@ -70,17 +70,25 @@ def test_too_small_tasks_are_refused() -> None:
         EpisodeSampler(tasks("t", 2, clips=3), k=2, query=2)
 
 
-def test_split_holds_out_the_dev_speakers() -> None:
-    held_out = sorted(dev_speakers())[:2]
-    clips = [Utterance(np.zeros(10, np.float32), "a", s, f"{s}/0") for s in held_out + ["someone-else"]]
+def test_split_holds_out_dev_and_test_speakers() -> None:
+    chosen_on, reported_on = sorted(dev_speakers())[:2], sorted(test_speakers())[:2]
+    clips = [Utterance(np.zeros(10, np.float32), "a", s, f"{s}/0") for s in chosen_on + reported_on + ["someone-else"]]
     train, dev = split_speakers(clips)
-    assert {u.speaker for u in dev} == set(held_out) and {u.speaker for u in train} == {"someone-else"}
+    assert {u.speaker for u in dev} == set(chosen_on) and {u.speaker for u in train} == {"someone-else"}
+
+
+def test_committed_split_follows_its_rule() -> None:
+    split = speechocean_split()
+    speakers = sorted(split["train_speakers"] + split["dev_speakers"] + split["test_speakers"])
+    assert len(speakers) == len(set(speakers)) == 125
+    assert split["dev_speakers"] == [s for i, s in enumerate(speakers) if i % 16 == 0]
+    assert split["test_speakers"] == [s for i, s in enumerate(speakers) if i % 16 == 8]
 
 
 def test_speechocean_tasks_are_speaker_disjoint() -> None:
     shared_data("speechocean762-train")
     train, dev, _ = load_tasks(MetaTrainConfig(k=5, query=5, val_k=10, val_scored=10))
-    assert len(train) == 109 and len(dev) == 16
+    assert len(train) == 109 and len(dev) == 8
     assert not {t.name for t in train} & {t.name for t in dev}
     assert {t.name for t in dev} == dev_speakers()
     assert all(len(t.utterances) == 20 for t in train + dev)
