@@ -26,8 +26,8 @@ from edgemeta.evaluation.arguments import comma_list
 from edgemeta.model import BODIES, CNN_GRU, WHISPER_TINY_EN
 
 # What differs by body. cnn-gru: DESIGN.md's budgets (pretraining <= 45 min, each method <= 15 min). whisper-tiny.en: the
-# whole recipe within 60 min on 2 cores, encoder caching included (measured on a shared 2-core machine: the clean outputs
-# of 2340 speechocean762 clips in 1.8 min, each augmented variant of the 2180 training clips in about 3 min); its
+# whole recipe within 60 min on 2 cores, encoder caching included (reports/whisper/training/cache-build.txt: the clean
+# outputs of 2340 speechocean762 clips in 105 s, two augmented variants of the 2180 training clips in 346 s more); its
 # pretrained encoder needs no synthetic speakers.
 BODY_DEFAULTS: dict[str, dict] = {
     CNN_GRU: dict(synth_speakers=60, pretrain_minutes=45.0, meta_minutes=15.0, cache_variants=0),

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Reproduce the saved figures of README/BENCHMARKS.md under reports/ (each JSON stamped with its provenance).
-# Needs ../shared/data (speechocean762-train, fsdd-dev) and the recipe's runs (edgemeta recipe).
+# Needs ../shared/data (speechocean762-train, fsdd-dev) and the recipe's runs (edgemeta recipe --body whisper-tiny.en);
+# the previous CNN body's figures are under reports/cnn-gru (RUNS=.../runs/default OUT=reports/cnn-gru).
 # Without those runs, saved records can still be re-summarized: edgemeta eval --from-records OLD.jsonl --json NEW.jsonl
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS="${RUNS:-${XDG_CACHE_HOME:-$HOME/.cache}/edgemeta/runs/default}"
-OUT="${OUT:-reports}"
+RUNS="${RUNS:-${XDG_CACHE_HOME:-$HOME/.cache}/edgemeta/runs/whisper-tiny.en}"
+OUT="${OUT:-reports/whisper}"
 SEEDS="${SEEDS:-2}"
 mkdir -p "$OUT"
 # espeak-ng voices whose variant no training speaker of the built-in model used
@@ -22,9 +23,10 @@ for method in finetune maml fomaml reptile ctc-control; do
 done
 # methods side by side decode best-path (checkpoints have no language model); the device's run below uses the bundle's decoder;
 # speechocean762-train is scored on the split's test speakers
-.venv/bin/edgemeta eval "${MANIFESTS[@]}" "${models[@]}" --methods "$methods" --k 0,1,5,10 --seeds "$SEEDS" --greedy --json "$OUT/kshot-test.jsonl"
-.venv/bin/edgemeta eval "${MANIFESTS[@]}" --model meta-sgd=runtime/builtin --methods none,meta-sgd --k 0,10 --seeds "$SEEDS" --guard --json "$OUT/kshot-guard-test.jsonl"
-.venv/bin/python -m edgemeta.benchmarks.decoder_weights --manifest "$SHARED/speechocean762-train/manifest.jsonl" --json "$OUT/decoder-weights.json"
+.venv/bin/edgemeta eval "${MANIFESTS[@]}" "${models[@]}" --methods "$methods" --k 0,1,5,10 --seeds "$SEEDS" --greedy --json "$OUT/kshot.jsonl"
+.venv/bin/edgemeta eval "${MANIFESTS[@]}" --model meta-sgd=runtime/builtin --methods none,meta-sgd --k 0,10 --seeds "$SEEDS" --guard --json "$OUT/kshot-guard.jsonl"
+.venv/bin/python -m edgemeta.benchmarks.decoder_weights --manifest "$SHARED/speechocean762-train/manifest.jsonl" \
+    --weights 0.5,0.7,1.0,1.4 --bonuses 1,1.5,2,3 --json "$OUT/decoder-weights.json"
 .venv/bin/python -m edgemeta.benchmarks.decoder_weights --manifest "$SHARED/fsdd-dev/manifest.jsonl" --words examples/digits.txt \
     --weights 0.25,0.5,1,2 --bonuses 1,2,3 --json "$OUT/word-list-weights.json"
 .venv/bin/python -m edgemeta.benchmarks.transcript_check --manifest "$SHARED/speechocean762-train/manifest.jsonl" \
