@@ -95,15 +95,18 @@ def test_flite_evaluation_set_without_effects(tmp_path: Path) -> None:
     assert all(c.extra["condition"] is None for c in clips)
 
 
-def test_unseen_speakers_share_no_variant_with_a_models_training_speakers() -> None:
+def test_unseen_speakers_share_no_variant_with_a_models_training_speakers(tmp_path: Path) -> None:
     require("espeak-ng")
-    from edgemeta.runtime.bundle import BUILTIN_BUNDLE
+    from edgemeta.checkpoint import save_checkpoint
     from edgemeta.synth import speaker_variant, trained_variants
 
     assert speaker_variant("espeak-en-gb-x-rp+RicishayMax3-p55-s180") == "RicishayMax3"
     assert speaker_variant("festival-kal-p105-s1.1") is None
-    trained = trained_variants(BUILTIN_BUNDLE)
-    assert len(trained) > 10  # the built-in bundle was trained on dozens of espeak-ng speakers
+    # A model's training speakers as a checkpoint records them: 40 espeak-ng speakers (seed 1), a festival one, a real one.
+    speakers = [s.speaker_id for s in sample_speakers(40, seed=1, engines=("espeak-ng",))] + ["festival-kal-p105-s1.1", "so762-0005"]
+    save_checkpoint(tmp_path / "model.pt", {"training_speakers": speakers})
+    trained = trained_variants(tmp_path / "model.pt")
+    assert trained == {speaker_variant(s) for s in speakers[:40]}
     unseen = sample_speakers(40, seed=2, engines=("espeak-ng",), excluded_variants=trained)
     assert len({s.speaker_id for s in unseen}) == 40
     assert not {s.variant for s in unseen} & trained
