@@ -42,7 +42,6 @@ CLEAN = "clean"
 # Part of every augmented variant's name: change it whenever variant_audio draws differently, so old outputs are not reused.
 AUGMENT_RECIPE = "augment1"
 CHUNK_CLIPS = 256
-MAX_SEGMENT_SECONDS = 30.0
 
 
 def variant_names(augmented: int) -> tuple[str, ...]:
@@ -167,6 +166,7 @@ def cached_encoder_outputs(
     folder = (root or cache_root() / "encoder") / encoder_id(model)
     keys = [clip_key(u) for u in utterances]
     variants = variant_names(augmented_variants)
+    max_samples = model.config.max_segment_seconds * SAMPLE_RATE
     was_training = model.training
     model.eval()
     frames = []
@@ -178,7 +178,7 @@ def cached_encoder_outputs(
             for start in range(0, len(missing), CHUNK_CLIPS):
                 chunk = missing[start : start + CHUNK_CLIPS]
                 audios = {i: variant_audio(utterances[i], keys[i], variant) for i in chunk}
-                kept = [i for i in chunk if len(audios[i]) <= MAX_SEGMENT_SECONDS * SAMPLE_RATE]
+                kept = [i for i in chunk if len(audios[i]) <= max_samples]
                 left_out += len(chunk) - len(kept)
                 if kept:
                     encoded = _encode(model, [audios[i] for i in kept], batch_seconds)
@@ -186,7 +186,7 @@ def cached_encoder_outputs(
                     found.update(dict.fromkeys((keys[i] for i in kept), chunk_file))
                 bar.update(len(chunk))
         if left_out:
-            log.warning("%s: %d clips longer than %g s left out", variant, left_out, MAX_SEGMENT_SECONDS)
+            log.warning("%s: %d clips longer than %g s left out", variant, left_out, model.config.max_segment_seconds)
         frames.append(_read(found, [k if k in found else None for k in keys]))
     model.train(was_training)
     return CachedClips(utterances, variants, frames)

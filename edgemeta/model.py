@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edgemeta.bodies.whisper_body import WhisperBody
+from edgemeta.bodies.whisper_body import ENCODER_FRAMES_PER_SECOND, WhisperBody
 from edgemeta.bodies.whisper_encoder import WhisperEncoder, WhisperEncoderConfig, encoder_frames
 from edgemeta.frontend import LogMelFrontend
 from edgemeta.runtime.audio import SAMPLE_RATE
@@ -78,6 +78,13 @@ class ModelConfig:
     def encoder_config(self) -> WhisperEncoderConfig:
         """The whisper encoder's dimensions (``whisper-tiny.en`` body)."""
         return WhisperEncoderConfig(**self.whisper)
+
+    @property
+    def max_segment_seconds(self) -> float | None:
+        """The longest audio one run takes (the whisper encoder's 30 s positional table); ``None``: no limit."""
+        if self.body != WHISPER_TINY_EN:
+            return None
+        return self.encoder_config.max_frames / ENCODER_FRAMES_PER_SECOND
 
     @property
     def streams(self) -> bool:

@@ -32,7 +32,6 @@ import torch
 from safetensors.torch import save as save_safetensors
 from torch import nn
 
-from edgemeta.bodies.whisper_body import ENCODER_FRAMES_PER_SECOND
 from edgemeta.bodies.whisper_weights import (
     PACKAGED_MODEL,
     PACKAGED_MODEL_LICENSE,
@@ -163,13 +162,6 @@ def body_record(model: SpeechRecognizer) -> dict[str, Any]:
     return {"name": config.body, **_whisper_source(model), "trained_encoder_blocks": config.train_encoder_blocks}
 
 
-def max_segment_seconds(model: SpeechRecognizer) -> float | None:
-    """The longest audio one ``model.onnx`` run takes (the whisper encoder's 30 s positional table); ``None``: no limit."""
-    if model.config.body != WHISPER_TINY_EN:
-        return None
-    return model.config.encoder_config.max_frames / ENCODER_FRAMES_PER_SECOND
-
-
 def build_manifest(
     model: SpeechRecognizer,
     checkpoint: dict[str, Any],
@@ -208,7 +200,7 @@ def build_manifest(
         "vocabulary": list(VOCABULARY),
         "model": config.to_dict(),
         "body": body_record(model),
-        "max_segment_seconds": max_segment_seconds(model),
+        "max_segment_seconds": model.config.max_segment_seconds,
         "head": {
             "parameters": [{"name": n, "shape": list(w.shape), "dtype": "float32"} for n, w in weights.items()],
             "feature_size": config.feature_size,

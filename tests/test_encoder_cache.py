@@ -86,9 +86,10 @@ def test_keys_separate_encoders_and_variants(tmp_path):
         encoder_id(tiny_whisper(train_encoder_blocks=1))
 
 
-def test_longer_than_a_segment_is_left_out(tmp_path, monkeypatch):
-    monkeypatch.setattr(encoder_cache, "MAX_SEGMENT_SECONDS", 0.5)
-    cached = cached_encoder_outputs(tiny_whisper(), noise_clips(3), progress=False, root=tmp_path)
+def test_longer_than_a_segment_is_left_out(tmp_path):
+    short_positions = tiny_whisper(whisper={**TINY_WHISPER["whisper"], "max_frames": 25})  # 25 frames: 0.5 s segments
+    assert short_positions.config.max_segment_seconds == 0.5
+    cached = cached_encoder_outputs(short_positions, noise_clips(3), progress=False, root=tmp_path)
     assert [f is None for f in cached.frames[0]] == [False, True, True]
 
 
