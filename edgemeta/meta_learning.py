@@ -35,7 +35,7 @@ from edgemeta.adaptation_methods import ADAPTATION_METHODS
 from edgemeta.batching import pad_audio, pad_targets
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint
 from edgemeta.corpus import Utterance
-from edgemeta.model import HEAD_PREFIX, WHISPER_TINY_EN, SpeechRecognizer
+from edgemeta.model import HEAD_PREFIX, SpeechRecognizer
 from edgemeta.runtime.ctc_decode import greedy_decode_batch
 from edgemeta.runtime.ctc_loss import ctc_loss
 from edgemeta.runtime.metrics import ErrorCounts, score
@@ -145,8 +145,7 @@ class AdaptedPart:
     """The part of a model the inner loop adapts, and the frozen-per-episode part that feeds it.
 
     ``head``: the body is :meth:`SpeechRecognizer.body`. ``gru+head``: the
-    body stops before the GRU (the layers below it are the model's, in the
-    same order as :meth:`SpeechRecognizer.encode`). ``encoder_outputs``
+    body stops before the GRU (:meth:`SpeechRecognizer.gru_input`). ``encoder_outputs``
     (a frozen whisper encoder's cached outputs, keyed by
     :attr:`Utterance.source`) stand in for the encoder on the clips they hold,
     so that only the GRU and the head run.
@@ -175,12 +174,8 @@ class AdaptedPart:
         waveforms, lengths = waveforms.to(reference), lengths.to(reference.device)
         if self.scope == "head":
             x = self.model.body(waveforms, lengths)
-        elif self.model.config.body == WHISPER_TINY_EN:
-            x = self.model.acoustic_features(waveforms, lengths)
         else:
-            x = F.gelu(self.model.subsample(self.model.log_mel(waveforms))).transpose(1, 2)
-            for block in self.model.blocks:
-                x = block(x)
+            x = self.model.gru_input(self.model.acoustic_features(waveforms, lengths))
         return x, self.model.frame_lengths(lengths).cpu().clamp_max(x.shape[1])
 
     def logits(self, params: Mapping[str, torch.Tensor], batch: "ClipBatch") -> torch.Tensor:

@@ -186,6 +186,15 @@ class SpeechRecognizer(nn.Module):
             return self.whisper(waveform, lengths)[0]
         return self.log_mel(waveform)
 
+    def gru_input(self, features: torch.Tensor) -> torch.Tensor:
+        """:meth:`acoustic_features` -> the GRU's input ``[batch, frames', channels]`` (the whisper encoder's output as it is)."""
+        if self.config.body == WHISPER_TINY_EN:
+            return features
+        x = F.gelu(self.subsample(features)).transpose(1, 2)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
     def encode(self, features: torch.Tensor, frame_lengths: torch.Tensor | None = None) -> torch.Tensor:
         """:meth:`acoustic_features` -> head input ``[batch, frames', feature_size]``.
 
@@ -193,11 +202,7 @@ class SpeechRecognizer(nn.Module):
         (padding) frames; a bidirectional GRU is given packed sequences when
         ``frame_lengths`` (output frames) are known.
         """
-        if self.config.body == WHISPER_TINY_EN:
-            return self.gru(features)[0]
-        x = F.gelu(self.subsample(features)).transpose(1, 2)
-        for block in self.blocks:
-            x = block(x)
+        x = self.gru_input(features)
         if self.config.bidirectional and frame_lengths is not None:
             packed = nn.utils.rnn.pack_padded_sequence(x, frame_lengths.cpu(), batch_first=True, enforce_sorted=False)
             return nn.utils.rnn.pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=x.shape[1])[0]
