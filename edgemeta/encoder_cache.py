@@ -10,8 +10,9 @@ same audio on every machine and every rebuild.
 
 Layout: ``$XDG_CACHE_HOME/edgemeta/encoder/<encoder id>/<variant>/<chunk>.npz``
 (never beside a manifest: shared corpora are read-only). The encoder id is
-the sha256 of the encoder's weights and front-end settings, so another
-encoder (or a trained one) never reads these outputs; a clip's key is the
+the sha256 of the frozen encoder part's weights, depth and front-end
+settings, so another encoder never reads these outputs (a model that trains
+its last blocks caches the input of the first trained block); a clip's key is the
 sha256 of its source path and its decoded samples. A chunk holds ``keys``,
 ``offsets`` and ``frames`` (fp16 ``[total frames, width]``) of a few hundred
 clips and is written atomically as soon as it is encoded: an interrupted
@@ -65,14 +66,21 @@ def variant_audio(utterance: Utterance, key: str, variant: str) -> np.ndarray:
 
 
 def encoder_id(model: SpeechRecognizer) -> str:
-    """sha256 of the encoder's weights and front-end settings: cached outputs belong to exactly this encoder."""
+    """sha256 of the frozen encoder part's weights and front-end settings: cached outputs belong to exactly that part.
+
+    With ``train_encoder_blocks`` the cache holds the frozen blocks' output
+    (the trained blocks' input), so only the frozen part's weights and its
+    depth enter the id; without, the whole encoder's.
+    """
     if model.config.body != WHISPER_TINY_EN:
         raise ValueError(f"only a {WHISPER_TINY_EN} body has encoder outputs to cache, not {model.config.body}")
-    if model.config.train_encoder_blocks:
-        raise ValueError(f"train_encoder_blocks={model.config.train_encoder_blocks}: a trained encoder's outputs change "
-                         "every step and cannot be cached")
     digest = hashlib.sha256(repr(model.whisper.frontend.config).encode())
+    trained = model.config.trained_encoder_prefixes
+    if trained:
+        digest.update(f"frozen blocks {model.config.frozen_encoder_blocks}".encode())
     for name, tensor in model.whisper.encoder.state_dict().items():
+        if name.startswith(trained):
+            continue
         digest.update(name.encode())
         digest.update(tensor.detach().to(torch.float32).contiguous().numpy().tobytes())
     return digest.hexdigest()[:24]

@@ -146,9 +146,9 @@ class AdaptedPart:
 
     ``head``: the body is :meth:`SpeechRecognizer.body`. ``gru+head``: the
     body stops before the GRU (:meth:`SpeechRecognizer.gru_input`). ``encoder_outputs``
-    (a frozen whisper encoder's cached outputs, keyed by
-    :attr:`Utterance.source`) stand in for the encoder on the clips they hold,
-    so that only the GRU and the head run.
+    (the cached :meth:`SpeechRecognizer.acoustic_features` of a whisper
+    encoder's frozen blocks, keyed by :attr:`Utterance.source`) stand in for
+    those blocks on the clips they hold.
     """
 
     def __init__(self, model: SpeechRecognizer, scope: str = "head", encoder_outputs: Mapping[str, torch.Tensor] | None = None) -> None:
@@ -169,14 +169,17 @@ class AdaptedPart:
             outputs = [self.encoder_outputs[u.source] for u in utterances]
             frame_lengths = torch.tensor([len(o) for o in outputs], dtype=torch.long)
             x = nn.utils.rnn.pad_sequence(outputs, batch_first=True).to(reference)
-            return (self.model.encode(x, frame_lengths) if self.scope == "head" else x), frame_lengths
-        waveforms, lengths = pad_audio([u.audio for u in utterances])
-        waveforms, lengths = waveforms.to(reference), lengths.to(reference.device)
-        if self.scope == "head":
-            x = self.model.body(waveforms, lengths)
+            on_device = frame_lengths.to(x.device)
+            out = self.model.encode(x, on_device) if self.scope == "head" else self.model.gru_input(x, on_device)
         else:
-            x = self.model.gru_input(self.model.acoustic_features(waveforms, lengths))
-        return x, self.model.frame_lengths(lengths).cpu().clamp_max(x.shape[1])
+            waveforms, lengths = pad_audio([u.audio for u in utterances])
+            waveforms, lengths = waveforms.to(reference), lengths.to(reference.device)
+            frame_lengths = self.model.frame_lengths(lengths)
+            if self.scope == "head":
+                out = self.model.body(waveforms, lengths)
+            else:
+                out = self.model.gru_input(self.model.acoustic_features(waveforms, lengths), frame_lengths)
+        return out, frame_lengths.cpu().clamp_max(out.shape[1])
 
     def logits(self, params: Mapping[str, torch.Tensor], batch: "ClipBatch") -> torch.Tensor:
         """Logits of ``batch`` with the adapted part's parameters replaced by ``params``."""

@@ -291,12 +291,11 @@ def _unalignable(model: SpeechRecognizer, tasks: list[Task]) -> int:
 
 
 def cached_task_outputs(config: MetaTrainConfig, model: SpeechRecognizer, tasks: list[Task], progress: bool = True) -> dict[str, torch.Tensor] | None:
-    """A frozen whisper encoder's cached clean outputs of every clip of ``tasks``, keyed by source (built where missing).
+    """The whisper encoder's frozen blocks' cached clean outputs of every clip of ``tasks``, keyed by source (built where missing).
 
-    ``None`` for a ``cnn-gru`` body, an encoder whose last blocks train, or
-    episodes under channel conditions (their audio is not the cached clip's).
+    ``None`` for a ``cnn-gru`` body or episodes under channel conditions (their audio is not the cached clip's).
     """
-    if model.config.body != WHISPER_TINY_EN or model.config.train_encoder_blocks or config.condition_rate:
+    if model.config.body != WHISPER_TINY_EN or config.condition_rate:
         return None
     utterances = [u for task in tasks for u in task.utterances]
     cached = cached_encoder_outputs(model, utterances, progress=progress)

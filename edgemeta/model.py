@@ -71,6 +71,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.body not in BODIES:
             raise ValueError(f"unknown body {self.body!r}: one of {', '.join(BODIES)}")
+        if self.train_encoder_blocks and (self.body != WHISPER_TINY_EN or not 0 < self.train_encoder_blocks <= self.encoder_config.layers):
+            raise ValueError(f"train_encoder_blocks={self.train_encoder_blocks}: a {WHISPER_TINY_EN} body trains 0 to "
+                             f"{self.encoder_config.layers} of its encoder blocks, a {self.body} body has none")
         if self.body == WHISPER_TINY_EN and self.bidirectional:
             raise ValueError("the whisper body's GRU is unidirectional: the encoder already sees the whole segment")
 
@@ -78,6 +81,18 @@ class ModelConfig:
     def encoder_config(self) -> WhisperEncoderConfig:
         """The whisper encoder's dimensions (``whisper-tiny.en`` body)."""
         return WhisperEncoderConfig(**self.whisper)
+
+    @property
+    def frozen_encoder_blocks(self) -> int:
+        """The whisper encoder's blocks that never train (what :meth:`SpeechRecognizer.acoustic_features` runs)."""
+        return self.encoder_config.layers - self.train_encoder_blocks
+
+    @property
+    def trained_encoder_prefixes(self) -> tuple[str, ...]:
+        """The encoder's state-dict prefixes that pretraining trains: its last ``train_encoder_blocks`` blocks and final LayerNorm."""
+        if not self.train_encoder_blocks:
+            return ()
+        return tuple(f"blocks.{i}." for i in range(self.frozen_encoder_blocks, self.encoder_config.layers)) + ("final_norm.",)
 
     @property
     def max_segment_seconds(self) -> float | None:
@@ -158,9 +173,8 @@ class SpeechRecognizer(nn.Module):
             # Random weights here: new_model() loads the pretrained ones, a checkpoint its own copy.
             self.whisper = WhisperBody(WhisperEncoder(c.encoder_config))
             self.whisper.requires_grad_(False)
-            blocks = self.whisper.encoder.blocks
-            for block in list(blocks)[len(blocks) - c.train_encoder_blocks :] if c.train_encoder_blocks else []:
-                block.requires_grad_(True)
+            for name, parameter in self.whisper.encoder.named_parameters():
+                parameter.requires_grad_(name.startswith(c.trained_encoder_prefixes))
             gru_input = c.encoder_config.width
         else:
             self.frontend = LogMelFrontend(c.sample_rate, c.n_fft, c.hop_length, c.n_mels, c.log_floor)
@@ -179,17 +193,24 @@ class SpeechRecognizer(nn.Module):
 
     def acoustic_features(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """What :meth:`encode` takes: ``cnn-gru`` the normalised log-mel ``[batch, n_mels, frames]`` (silent
-        tail included), ``whisper-tiny.en`` the encoder's output ``[batch, frames, width]`` (what training caches)."""
+        tail included), ``whisper-tiny.en`` the output ``[batch, frames, width]`` of the encoder's frozen blocks
+        (all of them, final LayerNorm included, unless ``train_encoder_blocks``): what training caches."""
         if self.config.body == WHISPER_TINY_EN:
             if lengths is None:
                 lengths = torch.full((waveform.shape[0],), waveform.shape[1], dtype=torch.long, device=waveform.device)
-            return self.whisper(waveform, lengths)[0]
+            return self.whisper(waveform, lengths, blocks=self.config.frozen_encoder_blocks)[0]
         return self.log_mel(waveform)
 
-    def gru_input(self, features: torch.Tensor) -> torch.Tensor:
-        """:meth:`acoustic_features` -> the GRU's input ``[batch, frames', channels]`` (the whisper encoder's output as it is)."""
+    def gru_input(self, features: torch.Tensor, frame_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`acoustic_features` -> the GRU's input ``[batch, frames', channels]``.
+
+        ``whisper-tiny.en``: the encoder's trained blocks and final LayerNorm, if
+        any (``frame_lengths`` marks a batch's padding), else the features as they are.
+        """
         if self.config.body == WHISPER_TINY_EN:
-            return features
+            if not self.config.train_encoder_blocks:
+                return features
+            return self.whisper.encoder.resume(features, frame_lengths, self.config.frozen_encoder_blocks)
         x = F.gelu(self.subsample(features)).transpose(1, 2)
         for block in self.blocks:
             x = block(x)
@@ -202,7 +223,7 @@ class SpeechRecognizer(nn.Module):
         (padding) frames; a bidirectional GRU is given packed sequences when
         ``frame_lengths`` (output frames) are known.
         """
-        x = self.gru_input(features)
+        x = self.gru_input(features, frame_lengths)
         if self.config.bidirectional and frame_lengths is not None:
             packed = nn.utils.rnn.pack_padded_sequence(x, frame_lengths.cpu(), batch_first=True, enforce_sorted=False)
             return nn.utils.rnn.pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=x.shape[1])[0]

@@ -64,6 +64,7 @@ class TrainConfig:
     channel_probability: float = 0.2
     spec_augment: bool = True
     cache_variants: int = 2  # whisper body: augmented variants cached per training clip besides the clean one
+    encoder_lr_scale: float = 0.1  # whisper body's trained blocks: their rate relative to lr (no weight decay)
     dev_every_minutes: float = 5.0
     checkpoint_every_minutes: float = 2.0
     dev_clips_per_speaker: int = 5
@@ -162,6 +163,18 @@ def learning_rate(config: TrainConfig, step: int, elapsed: float) -> float:
     return config.lr * warmup * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def parameter_groups(model: SpeechRecognizer, config: TrainConfig) -> list[dict]:
+    """AdamW groups: the trained whisper encoder blocks (pretrained weights: ``encoder_lr_scale`` of the rate,
+    no decay towards zero), then everything else that trains; each group's ``lr_scale`` multiplies the schedule."""
+    trained_encoder = {name for name, p in model.named_parameters() if p.requires_grad and name.startswith("whisper.")}
+    encoder = [p for name, p in model.named_parameters() if name in trained_encoder]
+    rest = [p for name, p in model.named_parameters() if name not in trained_encoder]  # frozen ones get no gradient
+    groups = [{"params": rest, "lr_scale": 1.0}]
+    if encoder:
+        groups.append({"params": encoder, "lr_scale": config.encoder_lr_scale, "weight_decay": 0.0})
+    return groups
+
+
 def ctc_batch_loss(model: SpeechRecognizer, waveforms, lengths, texts, spec_augment: SpecAugment | None) -> torch.Tensor:
     """Mean CTC loss of a padded batch (SpecAugment on the normalised log-mel when given)."""
     features = model.log_mel(waveforms)
@@ -222,7 +235,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
         state = {"step": 0, "epoch": 0, "batch": 0, "elapsed": 0.0, "best_dev_cer": None, "optimizer": None}
     device = torch.device(config.device)
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=config.lr, weight_decay=config.weight_decay)
     if state["optimizer"] is not None:
         optimizer.load_state_dict(state["optimizer"])
     spec_augment = SpecAugment() if config.spec_augment else None
@@ -281,7 +294,8 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
                 waveforms, sample_lengths = pad_audio(audios)
                 loss = ctc_batch_loss(model, waveforms.to(device), sample_lengths.to(device), [u.text for u in batch], spec_augment)
             for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, state["step"], state["elapsed"])
+                # A run saved before groups had scales has one group, at the full rate.
+                group["lr"] = group.get("lr_scale", 1.0) * learning_rate(config, state["step"], state["elapsed"])
             optimizer.zero_grad()
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
@@ -347,6 +361,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--body", choices=BODIES, default=None, help="the body (overrides --model's; default: cnn-gru)")
     parser.add_argument("--cache-variants", type=int, default=2,
                         help=f"{WHISPER_TINY_EN} body: augmented variants of each training clip cached beside the clean one (default: 2)")
+    parser.add_argument("--train-encoder-blocks", type=int, default=None,
+                        help=f"{WHISPER_TINY_EN} body: train its last N encoder blocks too (the cache then holds the "
+                             "frozen blocks' outputs; default 0: frozen)")
+    parser.add_argument("--encoder-lr-scale", type=float, default=0.1,
+                        help="the trained encoder blocks' learning rate as a fraction of --lr (default: 0.1)")
     parser.set_defaults(func=_run)
 
 
@@ -357,7 +376,9 @@ def _run(args: argparse.Namespace) -> int:
         max_steps=args.steps, lr=args.lr, schedule=args.schedule, batch_seconds=args.batch_seconds,
         augment=args.augment, channel_probability=args.channel_probability, dev_every_minutes=args.dev_every,
         threads=args.threads, device=args.device, seed=args.seed, cache_variants=args.cache_variants,
-        model={**args.model, **({"body": args.body} if args.body else {})},
+        encoder_lr_scale=args.encoder_lr_scale,
+        model={**args.model, **({"body": args.body} if args.body else {}),
+               **({"train_encoder_blocks": args.train_encoder_blocks} if args.train_encoder_blocks is not None else {})},
     )
     print(train(config))
     return 0

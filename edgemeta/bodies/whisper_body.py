@@ -26,5 +26,6 @@ class WhisperBody(nn.Module):
         self.frontend = WhisperLogMel(frontend)
         self.encoder = encoder
 
-    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encoder(*self.frontend(waveform, lengths))
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor, blocks: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``blocks``: stop after that many encoder blocks (see :meth:`WhisperEncoder.forward`); default the whole encoder."""
+        return self.encoder(*self.frontend(waveform, lengths), blocks=blocks)

@@ -84,24 +84,40 @@ class WhisperEncoder(nn.Module):
         self.blocks = nn.ModuleList(EncoderBlock(config.width, config.heads) for _ in range(config.layers))
         self.final_norm = nn.LayerNorm(config.width)
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, features: torch.Tensor, lengths: torch.Tensor | None = None, blocks: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Encode log-mel frames; ``lengths`` (mel frames per clip) marks the padding of a batch.
 
         Without ``lengths`` every frame is valid (one clip, or whisper's 30 s window).
-        At most ``2 * max_frames`` mel frames (30 s).
+        At most ``2 * max_frames`` mel frames (30 s). ``blocks``: run only the first
+        ``blocks`` blocks and skip the final LayerNorm (the input of the next
+        block, for :meth:`resume`); default all of them.
         """
         if not torch.jit.is_tracing() and features.shape[-1] > 2 * self.config.max_frames:
             raise ValueError(f"{features.shape[-1]} mel frames exceed the encoder's {2 * self.config.max_frames} (30 s)")
         if lengths is None:
             x = F.gelu(self.conv2(F.gelu(self.conv1(features))))
-            key_mask, out_lengths = None, torch.full((x.shape[0],), x.shape[-1], dtype=torch.long)
+            out_lengths = torch.full((x.shape[0],), x.shape[-1], dtype=torch.long)
         else:
             # Zeroed frames past the end stand for the zero padding each convolution sees on the clip alone.
             hidden = F.gelu(self.conv1(features * frame_mask(lengths, features.shape[-1])[:, None, :]))
             x = F.gelu(self.conv2(hidden * frame_mask(lengths, hidden.shape[-1])[:, None, :]))
             out_lengths = encoder_frames(lengths)
-            key_mask = frame_mask(out_lengths, x.shape[-1])[:, None, None, :]
         x = x.transpose(1, 2) + self.positions[: x.shape[-1]]
-        for block in self.blocks:
+        stop = len(self.blocks) if blocks is None else blocks
+        x = self._run_blocks(x, None if lengths is None else out_lengths, 0, stop)
+        return (self.final_norm(x) if stop == len(self.blocks) else x), out_lengths
+
+    def resume(self, x: torch.Tensor, frame_lengths: torch.Tensor | None, start: int) -> torch.Tensor:
+        """Finish what ``forward(..., blocks=start)`` began: blocks ``start..`` and the final LayerNorm.
+
+        ``frame_lengths`` (encoder frames per clip) marks the padding of a batch; ``None``: every frame is valid.
+        """
+        return self.final_norm(self._run_blocks(x, frame_lengths, start, len(self.blocks)))
+
+    def _run_blocks(self, x: torch.Tensor, frame_lengths: torch.Tensor | None, start: int, stop: int) -> torch.Tensor:
+        key_mask = None if frame_lengths is None else frame_mask(frame_lengths, x.shape[1])[:, None, None, :]
+        for block in list(self.blocks)[start:stop]:
             x = block(x, key_mask)
-        return self.final_norm(x), out_lengths
+        return x
