@@ -46,7 +46,7 @@ from edgemeta.twice_differentiable_ctc import twice_differentiable_ctc_loss
 Params = dict[str, torch.Tensor]
 # The inner loop runs every method meta-training runs under its own name (ctc-control adapts as finetune).
 METHODS = tuple(name for name, m in ADAPTATION_METHODS.items() if m.meta_training and m.adapts_as == name)
-SCOPES = ("head", "gru+head")
+SCOPES = ("head", "gru+head", "encoder+gru+head")
 FINETUNE_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
@@ -57,7 +57,8 @@ class AlgorithmConfig:
     ``inner_rate``: MAML/FOMAML/Reptile's fixed α, and Meta-SGD's initial λ
     (every element of every λ tensor starts there). ``first_order`` applies to
     Meta-SGD (``maml``/``fomaml`` fix it by name). ``scope``: ``head`` (what
-    the device adapts) or ``gru+head`` (ablation: the last GRU adapts too).
+    the device adapts), ``gru+head`` (ablation: the last GRU adapts too) or
+    ``encoder+gru+head`` (ablation: so do the whisper encoder blocks that pretraining trained).
     """
 
     method: str = "meta-sgd"
@@ -125,16 +126,23 @@ class LearnedRates(nn.Module):
                 raw.clamp_(max=self.raw_max)
 
 
-class _GruAndHead(nn.Module):
-    """The last GRU and the head as one module (the ``gru+head`` ablation); shares the model's parameters."""
+class _UpperLayers(nn.Module):
+    """The last GRU and the head as one module (``gru+head``), after the encoder's trained blocks with
+    ``encoder+gru+head``; shares the model's modules, so parameter names are the model's."""
 
-    def __init__(self, model: SpeechRecognizer) -> None:
+    def __init__(self, model: SpeechRecognizer, encoder: bool) -> None:
         super().__init__()
+        if encoder and not model.config.train_encoder_blocks:
+            raise ValueError("scope encoder+gru+head adapts the encoder blocks pretraining trained: this model trained none")
+        self.whisper = model.whisper if encoder else None
+        self.frozen_blocks = model.config.frozen_encoder_blocks if encoder else 0
         self.gru = model.gru
         self.head = model.head
         self.bidirectional = model.config.bidirectional
 
     def forward(self, x: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+        if self.whisper is not None:
+            x = self.whisper.encoder.resume(x, frame_lengths, self.frozen_blocks)
         if self.bidirectional:
             packed = nn.utils.rnn.pack_padded_sequence(x, frame_lengths.cpu(), batch_first=True, enforce_sorted=False)
             return self.head(nn.utils.rnn.pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=x.shape[1])[0])
@@ -155,12 +163,12 @@ class AdaptedPart:
         if scope not in SCOPES:
             raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
         self.model, self.scope, self.encoder_outputs = model, scope, encoder_outputs or {}
-        self.module: nn.Module = model.head if scope == "head" else _GruAndHead(model)
+        self.module: nn.Module = model.head if scope == "head" else _UpperLayers(model, encoder=scope == "encoder+gru+head")
         self.prefix = HEAD_PREFIX if scope == "head" else ""
 
     def params(self) -> Params:
-        """The adapted part's live parameters (the outer loop's head init), keyed by module names."""
-        return dict(self.module.named_parameters())
+        """The adapted part's live parameters (the outer loop's head init), keyed by module names; never a frozen encoder's."""
+        return {name: p for name, p in self.module.named_parameters() if p.requires_grad}
 
     def body(self, utterances: list[Utterance]) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs of the adapted part ``[batch, frames, channels]`` for ``utterances`` and their frame counts."""
@@ -168,9 +176,7 @@ class AdaptedPart:
         if all(u.source in self.encoder_outputs for u in utterances):
             outputs = [self.encoder_outputs[u.source] for u in utterances]
             frame_lengths = torch.tensor([len(o) for o in outputs], dtype=torch.long)
-            x = nn.utils.rnn.pad_sequence(outputs, batch_first=True).to(reference)
-            on_device = frame_lengths.to(x.device)
-            out = self.model.encode(x, on_device) if self.scope == "head" else self.model.gru_input(x, on_device)
+            out = self._below(nn.utils.rnn.pad_sequence(outputs, batch_first=True).to(reference), frame_lengths.to(reference.device))
         else:
             waveforms, lengths = pad_audio([u.audio for u in utterances])
             waveforms, lengths = waveforms.to(reference), lengths.to(reference.device)
@@ -178,8 +184,14 @@ class AdaptedPart:
             if self.scope == "head":
                 out = self.model.body(waveforms, lengths)
             else:
-                out = self.model.gru_input(self.model.acoustic_features(waveforms, lengths), frame_lengths)
+                out = self._below(self.model.acoustic_features(waveforms, lengths), frame_lengths)
         return out, frame_lengths.cpu().clamp_max(out.shape[1])
+
+    def _below(self, features: torch.Tensor, frame_lengths: torch.Tensor) -> torch.Tensor:
+        """:meth:`SpeechRecognizer.acoustic_features` -> the adapted module's input."""
+        if self.scope == "head":
+            return self.model.encode(features, frame_lengths)
+        return self.model.gru_input(features, frame_lengths) if self.scope == "gru+head" else features
 
     def logits(self, params: Mapping[str, torch.Tensor], batch: "ClipBatch") -> torch.Tensor:
         """Logits of ``batch`` with the adapted part's parameters replaced by ``params``."""

@@ -39,6 +39,7 @@ from edgemeta.distributed import Ranks
 from edgemeta.encoder_cache import cached_encoder_outputs
 from edgemeta.meta_learning import (
     FINETUNE_GRID,
+    SCOPES,
     AdaptedPart,
     AlgorithmConfig,
     LearnedRates,
@@ -496,7 +497,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rate-lr", type=float, default=defaults.rate_lr, help="AdamW rate of Meta-SGD's log λ (default: %(default)s)")
     parser.add_argument("--max-rate", type=float, default=defaults.max_rate, help="upper bound of every learned λ (default: %(default)s)")
     parser.add_argument("--reptile-step", type=float, default=defaults.reptile_step, help="Reptile's β (default: %(default)s)")
-    parser.add_argument("--scope", choices=("head", "gru+head"), default=defaults.scope, help="what the inner loop adapts (gru+head: ablation)")
+    parser.add_argument("--scope", choices=SCOPES, default=defaults.scope,
+                        help="what the inner loop adapts (default: head, what the device adapts; the others are ablations, "
+                             "encoder+gru+head for a whisper body whose last blocks pretraining trained)")
     parser.add_argument("--freeze-body", action=argparse.BooleanOptionalAction, default=defaults.freeze_body,
                         help="train only head init and λ, the body's features computed once and cached (default); "
                              "--no-freeze-body also trains the body through the query loss, ~10x slower per step")

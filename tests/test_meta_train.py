@@ -230,21 +230,28 @@ def test_command_line(tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest
     assert {"a", "b", "c"} <= set(checkpoint["training_speakers"])
 
 
-@pytest.mark.parametrize("method, scope", [("meta-sgd", "head"), ("meta-sgd", "gru+head"), ("finetune", "head")])
+@pytest.mark.parametrize("method, scope", [("meta-sgd", "head"), ("meta-sgd", "gru+head"), ("meta-sgd", "encoder+gru+head"), ("finetune", "head")])
 def test_whisper_body_meta_trains_on_cached_encoder_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, scope: str) -> None:
-    """Meta-SGD (both scopes) and the fine-tuning rate's selection read the encoder cache: the encoder never runs."""
+    """Meta-SGD (every scope) and the fine-tuning rate's selection read the encoder cache: the frozen encoder never runs.
+    encoder+gru+head (a model whose last block pretraining trained): that block gets rates and moves, the frozen one neither."""
     from edgemeta.bodies.whisper_body import WhisperBody
     from edgemeta.meta_train import cached_task_outputs
     from test_encoder_cache import tiny_whisper
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    model = tiny_whisper()
+    model = tiny_whisper(train_encoder_blocks=1 if scope == "encoder+gru+head" else 0)
     train_tasks, dev_tasks = tasks("t", 3), tasks("d", 2)
     config = tiny_config(tmp_path / "run", method=method, scope=scope, max_steps=1, freeze_body=True)
     assert len(cached_task_outputs(config, model, train_tasks + dev_tasks, progress=False)) == 30
     monkeypatch.setattr(WhisperBody, "forward", None)  # from here on, running the encoder would fail
     head_before = model.head.output.weight.detach().clone()
+    encoder_before = {name: p.detach().clone() for name, p in model.named_parameters() if name.startswith("whisper.")}
     checkpoint = meta_train(config, new_checkpoint(model, "pretrained", 3, ["p"]), train_tasks, dev_tasks, progress=False)
     assert checkpoint["method"] == method and checkpoint["model_config"]["body"] == "whisper-tiny.en"
     assert torch.equal(checkpoint["model"]["head.output.weight"], head_before) == (method == "finetune")
     assert (checkpoint["rates"] is not None) == (method == "meta-sgd")
+    moved = {name for name, before in encoder_before.items() if not torch.equal(checkpoint["model"][name], before)}
+    trained_block = {name for name in encoder_before if name.startswith(("whisper.encoder.blocks.1.", "whisper.encoder.final_norm."))}
+    assert moved == (trained_block if scope == "encoder+gru+head" else set())
+    if scope == "encoder+gru+head":
+        assert trained_block <= set(checkpoint["rates"]) and not any(name.startswith("whisper.encoder.blocks.0.") for name in checkpoint["rates"])
