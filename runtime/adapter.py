@@ -140,8 +140,9 @@ class HeadTrainer:
         """Log-probabilities of ``[batch, frames, feature_size]`` features with the current head."""
         return F.log_softmax(self.head(features), dim=-1)
 
-    def adapt(self, features: torch.Tensor, frame_lengths: torch.Tensor, targets: Sequence[Sequence[int]], steps: int) -> tuple[dict[str, torch.Tensor], list[float]]:
-        """``steps`` updates from the base head on a batch; returns the adapted weights and the loss before each step and after the last."""
+    def adapt(self, features: torch.Tensor, frame_lengths: torch.Tensor, targets: Sequence[Sequence[int]], steps: int,
+              final_loss: bool = True) -> tuple[dict[str, torch.Tensor], list[float]]:
+        """``steps`` updates from the base head on a batch; returns the adapted weights and the loss before each step (and after the last, with ``final_loss``)."""
         self.load(self.base)
         labels, label_lengths = concatenated_targets(targets)
 
@@ -149,8 +150,9 @@ class HeadTrainer:
             return ctc_loss(self.log_probs(features), labels, frame_lengths, label_lengths)
 
         _, losses = adapt(self.params, loss_of, self.rates, steps, in_place=True)
-        with torch.no_grad():
-            losses.append(loss_of(self.params))
+        if final_loss:
+            with torch.no_grad():
+                losses.append(loss_of(self.params))
         return self.weights(), [float(loss) for loss in losses]
 
     @torch.no_grad()
@@ -207,7 +209,13 @@ class Adapter:
             row[: len(f)] = torch.from_numpy(f)
         return batch, lengths
 
-    def _guard(self, features: list[np.ndarray], targets: list[list[int]], texts: list[str]) -> GuardReport:
+    def _guard(self, features: list[np.ndarray], targets: list[list[int]], texts: list[str], base: Sequence[float], base_cer: float) -> GuardReport:
+        """The guard's K-fold (module docstring); ``base``/``base_cer``: the base head's per-clip losses and CER on all clips.
+
+        Every clip is held out exactly once, so the base head's held-out scores
+        are its scores on all clips, which :meth:`enroll` has already computed:
+        only the adapted heads are scored here.
+        """
         k = len(features)
         if k == 1:
             rule, folds = "k=1: checked on the enrollment clip itself (nothing to hold out)", [([0], [0])]
@@ -215,9 +223,8 @@ class Adapter:
             count = min(k, MAX_FOLDS)
             rule = f"{count}-fold over {k} clips (clip i in fold i mod {count})"
             folds = [([i for i in range(k) if i % count != f], [i for i in range(k) if i % count == f]) for f in range(count)]
-        losses_before: list[float] = []
         losses_after: list[float] = []
-        counts_before, counts_after = ErrorCounts(), ErrorCounts()
+        counts_after = ErrorCounts()
         for train, held in folds:
             x, n = self.batch([features[i] for i in train])
             adapted, train_losses = self.trainer.adapt(x, n, [targets[i] for i in train], self.steps)
@@ -226,9 +233,8 @@ class Adapter:
                 return GuardReport(rule, len(folds), nan, nan, False, "adaptation diverged (NaN or Inf) in a guard fold")
             x, n = self.batch([features[i] for i in held])
             held_targets, held_texts = [targets[i] for i in held], [texts[i] for i in held]
-            losses_before += self.trainer.score(self.trainer.base, x, n, held_targets, held_texts, counts_before, self.decode)
             losses_after += self.trainer.score(adapted, x, n, held_targets, held_texts, counts_after, self.decode)
-        before = Scores(float(np.mean(losses_before)), counts_before.cer)
+        before = Scores(float(np.mean([base[i] for _, held in folds for i in held])), base_cer)
         after = Scores(float(np.mean(losses_after)), counts_after.cer)
         if not math.isfinite(after.loss):
             return GuardReport(rule, len(folds), before, after, False, "adaptation diverged (held-out loss not finite)")
@@ -283,10 +289,11 @@ class Adapter:
 
         x, n = self.batch(features)
         counts = ErrorCounts()
-        result.before = Scores(float(np.mean(self.trainer.score(base, x, n, targets, texts, counts, self.decode))), counts.cer)
+        base_losses = self.trainer.score(base, x, n, targets, texts, counts, self.decode)
+        result.before = Scores(float(np.mean(base_losses)), counts.cer)
         guard_start = time.perf_counter()
         if self.use_guard:
-            result.guard = self._guard(features, targets, texts)
+            result.guard = self._guard(features, targets, texts, base_losses, result.before.cer)
             result.seconds["guard"] = time.perf_counter() - guard_start
             if not result.guard.accepted:
                 result.after = result.before
@@ -295,7 +302,7 @@ class Adapter:
                 return result
 
         update_start = time.perf_counter()
-        adapted, train_losses = self.trainer.adapt(x, n, targets, self.steps)
+        adapted, train_losses = self.trainer.adapt(x, n, targets, self.steps, final_loss=False)  # scored just below, on the same clips
         result.seconds["update"] = time.perf_counter() - update_start
         counts = ErrorCounts()
         after = Scores(float(np.mean(self.trainer.score(adapted, x, n, targets, texts, counts, self.decode))), counts.cer)

@@ -16,7 +16,8 @@ from edgemeta.runtime.adapter import CER_TOLERANCE, Adapter, EnrollmentClip
 from edgemeta.runtime.audio import SAMPLE_RATE, resample
 from edgemeta.runtime.bundle import Bundle, load_bundle
 from edgemeta.runtime.clip_checks import MISMATCH_NATS_PER_CHAR, alignment_score, signal_problem, transcript_problem
-from edgemeta.runtime.text import encode
+from edgemeta.runtime.metrics import ErrorCounts
+from edgemeta.runtime.text import encode, normalize_text
 from export_fixtures import bundle_dir  # noqa: F401  (session fixture)
 from runtime_helpers import enrollment_clips
 
@@ -47,6 +48,27 @@ def test_enrollment_adapts_and_reports_its_numbers(bundle: Bundle) -> None:
     base = bundle.head_weights()
     assert any(not torch.equal(result.weights[n], base[n]) for n in base)
     assert result.to_dict()["clips_left_out"] == []
+
+
+def test_guard_reuses_the_base_scores_and_decodes_each_clip_once_per_head(bundle: Bundle) -> None:
+    """The guard's held-out base scores equal the base head scored fold by fold (as a guard that re-scored it would),
+    yet the enrollment decodes each clip once with the base head, once with its fold's head and once with the final head."""
+    adapter = Adapter(bundle)
+    decode, decoded = adapter.decode, []
+    adapter.decode = lambda log_probs, length=None: decoded.append(length) or decode(log_probs, length)
+    clips = enrollment_clips()
+    result = adapter.enroll(clips)
+    assert len(result.clips_used) == 6 and len(decoded) == (3 if result.adapted else 2) * 6
+    texts = [normalize_text(c.text) for c in clips]
+    targets = [encode(t) for t in texts]
+    features = [o.features for o in adapter.recognizer.infer([c.audio for c in clips])]
+    losses, counts = [], ErrorCounts()
+    for fold in range(5):  # 5-fold over 6 clips: clip i in fold i mod 5
+        held = [i for i in range(6) if i % 5 == fold]
+        x, n = adapter.batch([features[i] for i in held])
+        losses += adapter.trainer.score(adapter.trainer.base, x, n, [targets[i] for i in held], [texts[i] for i in held], counts, decode)
+    assert result.guard.before.loss == pytest.approx(float(np.mean(losses)), rel=1e-6)
+    assert result.guard.before.cer == counts.cer
 
 
 def test_guard_refuses_a_harmful_adaptation(bundle: Bundle) -> None:
