@@ -307,7 +307,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
             bar.set_postfix(step=state["step"], loss=f"{loss.item():.3f}", dev_cer=dev_cer if dev_cer is None else f"{dev_cer:.3f}")
             if state["step"] % 20 == 0:
                 metrics_file.write(json.dumps({"step": state["step"], "elapsed": round(state["elapsed"], 1), "loss": round(loss.item(), 4),
-                                               "grad_norm": round(float(grad_norm), 3), "lr": group["lr"]}) + "\n")
+                                               "grad_norm": round(float(grad_norm), 3), "lr": optimizer.param_groups[0]["lr"]}) + "\n")
             out_of_budget = state["elapsed"] >= config.minutes * 60 or (config.max_steps and state["step"] >= config.max_steps)
             if config.target_train_cer is not None and state["step"] % 25 == 0:
                 dev_cer = evaluate_dev()
