@@ -12,6 +12,9 @@ from edgemeta.runtime.language_model import CharNgram, build_char_ngram
 from edgemeta.runtime.text import BLANK_ID, VOCABULARY
 
 Decoder = Callable[..., str]  # (log_probs [frames, vocabulary], length=None) -> text
+_Paths = tuple[float, float]  # a prefix's (log P ending in blank, log P ending in a character) so far
+_Prior = tuple[float, float]  # a prefix's (weighted LM log-prob, character bonus)
+_SPACE = VOCABULARY.index(" ")
 # word lists: chosen on synthetic digit strings (BENCHMARKS.md, "Word lists"); a word the audio
 # fits badly must survive pruning, or no whole word may be left to end on
 WORD_LIST_LM_WEIGHT = 0.5
@@ -36,6 +39,11 @@ def _log_add(a: float, b: float) -> float:
     if a < b:
         a, b = b, a
     return a if b == -math.inf else a + math.log1p(math.exp(b - a))
+
+
+def _score(paths: _Paths, prior: _Prior) -> float:
+    """A prefix's beam-search score: its CTC log-probability plus its prior (added in that order)."""
+    return _log_add(*paths) + prior[0] + prior[1]
 
 
 @dataclass(frozen=True)
@@ -79,52 +87,61 @@ class BeamSearch:
         log_probs = np.asarray(log_probs, dtype=np.float64)[: length if length is not None else len(log_probs)]
         if np.isnan(log_probs).any():  # a diverged head: nothing to search, and NaN would empty the beam
             return greedy_decode(log_probs)
-        space = VOCABULARY.index(" ")
-        # prefix -> (log P ending in blank, log P ending in a character, weighted LM log-prob)
-        beams: dict[str, tuple[float, float, float]] = {"": (0.0, -math.inf, 0.0)}
-        for row in log_probs:
-            candidates = [int(c) for c in np.flatnonzero(row >= min(self.prune, row.max()))]
-            blank_end: dict[str, float] = {}
-            char_end: dict[str, float] = {}
-            lm_score: dict[str, float] = {}
-            for prefix, (blank, char, lm) in beams.items():
-                total = _log_add(blank, char)
-                lm_score[prefix] = lm
-                for c in candidates:
-                    p = float(row[c])
-                    if c == BLANK_ID:
-                        blank_end[prefix] = _log_add(blank_end.get(prefix, -math.inf), total + p)
-                        continue
-                    ch = VOCABULARY[c]
-                    if c == space and (not prefix or prefix[-1] == " "):  # no leading or double spaces
-                        char_end[prefix] = _log_add(char_end.get(prefix, -math.inf), total + p)
-                        continue
-                    if not self._allows(prefix, ch):
-                        continue
-                    source = total
-                    if prefix and ch == prefix[-1]:  # a repeat collapses; the character again needs a blank between
-                        char_end[prefix] = _log_add(char_end.get(prefix, -math.inf), char + p)
-                        source = blank
-                    if source == -math.inf:
-                        continue
-                    extended = prefix + ch
-                    if extended not in lm_score:
-                        lm_score[extended] = lm + self.lm_weight * float(self.lm.next_log_probs(_history(prefix))[c - 1])
-                    char_end[extended] = _log_add(char_end.get(extended, -math.inf), source + p)
-            scored = {
-                prefix: (blank_end.get(prefix, -math.inf), char_end.get(prefix, -math.inf), lm_score[prefix])
-                for prefix in set(blank_end) | set(char_end)
-            }
-            kept = sorted(scored, key=lambda q: self._score(q, *scored[q]), reverse=True)[: self.beam]
-            beams = {prefix: scored[prefix] for prefix in kept}
+        beams: dict[str, _Paths] = {"": (0.0, -math.inf)}
+        priors: dict[str, _Prior] = {"": (0.0, 0.0)}  # every prefix reached so far: a prefix's prior depends on it alone
+        for candidates in self._candidates(log_probs):
+            beams = self._prune(self._extend(beams, candidates, priors), priors)
         finals = [prefix for prefix in beams if self._complete(prefix)]
         if not finals:  # a closed vocabulary whose every surviving prefix ends inside a word
             return ""
-        best = max(finals, key=lambda q: self._score(q, *beams[q]) + self._word_end(q))
+        best = max(finals, key=lambda q: _score(beams[q], priors[q]) + self._word_end(q))
         return best.strip()
 
-    def _score(self, prefix: str, blank: float, char: float, lm: float) -> float:
-        return _log_add(blank, char) + lm + self.char_bonus * len(prefix.replace(" ", ""))
+    def _candidates(self, log_probs: np.ndarray) -> list[list[tuple[int, float]]]:
+        """Each frame's outputs to expand as (index, log-probability), in index order: those not below ``prune``, or the best."""
+        keep = log_probs >= np.minimum(self.prune, log_probs.max(axis=1, keepdims=True))
+        return [[(c, row[c]) for c in np.flatnonzero(mask).tolist()] for row, mask in zip(log_probs.tolist(), keep)]
+
+    def _extend(self, beams: dict[str, _Paths], candidates: list[tuple[int, float]], priors: dict[str, _Prior]) -> dict[str, _Paths]:
+        """Every prefix one frame on: each of ``beams`` followed by each of the frame's ``candidates``; new prefixes' priors join ``priors``."""
+        blank_end: dict[str, float] = {}
+        char_end: dict[str, float] = {}
+        closed = self.words is not None
+        for prefix, (blank, char) in beams.items():
+            total = _log_add(blank, char)
+            last = prefix[-1:]
+            for c, p in candidates:
+                if c == BLANK_ID:  # a prefix's only blank path this frame (each prefix and output appears once)
+                    blank_end[prefix] = total + p
+                    continue
+                ch = VOCABULARY[c]
+                if c == _SPACE and last in ("", " "):  # no leading or double spaces
+                    char_end[prefix] = _log_add(char_end.get(prefix, -math.inf), total + p)
+                    continue
+                if closed and not self._allows(prefix, ch):
+                    continue
+                source = total
+                if ch == last:  # a repeat collapses; the character again needs a blank between
+                    char_end[prefix] = _log_add(char_end.get(prefix, -math.inf), char + p)
+                    source = blank
+                if source == -math.inf:
+                    continue
+                extended = prefix + ch
+                if extended not in priors:
+                    priors[extended] = self._prior(prefix, c, priors[prefix][0])
+                char_end[extended] = _log_add(char_end.get(extended, -math.inf), source + p)
+        # the union's order breaks ties in _prune
+        return {prefix: (blank_end.get(prefix, -math.inf), char_end.get(prefix, -math.inf)) for prefix in set(blank_end) | set(char_end)}
+
+    def _prune(self, scored: dict[str, _Paths], priors: dict[str, _Prior]) -> dict[str, _Paths]:
+        """The ``beam`` best-scoring prefixes of ``scored``, best first (ties in ``scored``'s order)."""
+        score = {prefix: _score(paths, priors[prefix]) for prefix, paths in scored.items()}
+        return {prefix: scored[prefix] for prefix in sorted(score, key=score.__getitem__, reverse=True)[: self.beam]}
+
+    def _prior(self, prefix: str, index: int, lm: float) -> _Prior:
+        """The prior of ``prefix`` followed by output ``index``, from ``prefix``'s weighted LM log-prob ``lm``."""
+        lm += self.lm_weight * float(self.lm.next_log_probs(_history(prefix))[index - 1])
+        return lm, self.char_bonus * len((prefix + VOCABULARY[index]).replace(" ", ""))
 
     def _word_end(self, prefix: str) -> float:
         """The language model's score for the last word ending where the audio does."""

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -29,25 +31,39 @@ def scores(rows: list[dict[str, float]]) -> np.ndarray:
     return out
 
 
-def brute_force_best(log_probs: np.ndarray, symbols: list[int]) -> str:
-    """The labelling with the highest total probability over every CTC path through ``symbols``."""
+def brute_force_best(log_probs: np.ndarray, symbols: list[int], score: Callable[[str], float] = lambda text: 0.0,
+                     prune: float = -math.inf) -> str:
+    """The labelling with the highest log total probability over every CTC path through ``symbols``, plus ``score(labelling)``.
+
+    A path may not go through an output below ``prune`` in its frame unless it is the frame's best; a
+    labelling never starts with or doubles a space (such a space joins the labelling before it).
+    """
+    allowed = [[s for s in symbols if row[s] >= min(prune, row.max())] for row in log_probs]
     totals: dict[str, float] = {}
-    for path in itertools.product(symbols, repeat=len(log_probs)):
+    for path in itertools.product(*allowed):
         p = math.exp(sum(log_probs[t, s] for t, s in enumerate(path)))
         text = "".join(VOCABULARY[s] for i, s in enumerate(path) if s != 0 and (i == 0 or path[i - 1] != s))
+        text = re.sub(" +", " ", text).lstrip(" ")
         totals[text] = totals.get(text, 0.0) + p
-    return max(totals, key=totals.__getitem__)
+    return max(totals, key=lambda text: math.log(totals[text]) + score(text)).strip()
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_beam_search_without_a_language_model_finds_the_most_probable_labelling(seed: int) -> None:
+def fused_score(model: CharNgram, lm_weight: float, char_bonus: float) -> Callable[[str], float]:
+    """What the beam search adds to a labelling's CTC log-probability, computed word by word."""
+    return lambda text: lm_weight * sum(model.word_log_prob(word) for word in text.split()) + char_bonus * len(text.replace(" ", ""))
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("lm_weight,char_bonus,prune", [(0.0, 0.0, -math.inf), (0.7, 1.5, -math.inf), (1.0, -0.5, -math.inf), (0.7, 1.5, -1.5)])
+def test_a_beam_wide_enough_for_every_prefix_finds_the_best_scoring_labelling(seed: int, lm_weight: float, char_bonus: float, prune: float) -> None:
     rng = np.random.default_rng(seed)
-    symbols = [0, VOCABULARY.index("a"), VOCABULARY.index("b")]
-    logits = rng.normal(0, 1.5, (6, len(symbols)))
+    symbols = [0, VOCABULARY.index(" "), VOCABULARY.index("a"), VOCABULARY.index("t")]
+    logits = rng.normal(0, 2.5, (6, len(symbols)))
     log_probs = np.full((6, len(VOCABULARY)), -np.inf)
     log_probs[:, symbols] = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-    search = BeamSearch(build_char_ngram(WORDS), lm_weight=0.0, char_bonus=0.0, beam=3**6, prune=-np.inf)
-    assert search(log_probs) == brute_force_best(log_probs, symbols)
+    model = build_char_ngram(WORDS + text_counts(["a tat at a", "at a"]))
+    search = BeamSearch(model, lm_weight=lm_weight, char_bonus=char_bonus, beam=len(symbols) ** 6, prune=prune)
+    assert search(log_probs) == brute_force_best(log_probs, symbols, fused_score(model, lm_weight, char_bonus), prune)
 
 
 def test_best_path_and_beam_search_differ_where_paths_add_up() -> None:
