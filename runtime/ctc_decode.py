@@ -118,13 +118,11 @@ class BeamSearch:
                 if c == _SPACE and last in ("", " "):  # no leading or double spaces
                     char_end[prefix] = _log_add(char_end.get(prefix, -math.inf), total + p)
                     continue
-                if closed and not self._allows(prefix, ch):
-                    continue
                 source = total
-                if ch == last:  # a repeat collapses; the character again needs a blank between
+                if ch == last:  # a repeat collapses (the prefix stays: always allowed); the character again needs a blank between
                     char_end[prefix] = _log_add(char_end.get(prefix, -math.inf), char + p)
                     source = blank
-                if source == -math.inf:
+                if source == -math.inf or (closed and not self._allows(prefix, ch)):
                     continue
                 extended = prefix + ch
                 if extended not in priors:

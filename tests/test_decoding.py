@@ -32,11 +32,12 @@ def scores(rows: list[dict[str, float]]) -> np.ndarray:
 
 
 def brute_force_best(log_probs: np.ndarray, symbols: list[int], score: Callable[[str], float] = lambda text: 0.0,
-                     prune: float = -math.inf) -> str:
+                     prune: float = -math.inf, listed: frozenset[str] | None = None) -> str:
     """The labelling with the highest log total probability over every CTC path through ``symbols``, plus ``score(labelling)``.
 
     A path may not go through an output below ``prune`` in its frame unless it is the frame's best; a
-    labelling never starts with or doubles a space (such a space joins the labelling before it).
+    labelling never starts with or doubles a space (such a space joins the labelling before it). With
+    ``listed``, only labellings made of those words compete.
     """
     allowed = [[s for s in symbols if row[s] >= min(prune, row.max())] for row in log_probs]
     totals: dict[str, float] = {}
@@ -45,6 +46,8 @@ def brute_force_best(log_probs: np.ndarray, symbols: list[int], score: Callable[
         text = "".join(VOCABULARY[s] for i, s in enumerate(path) if s != 0 and (i == 0 or path[i - 1] != s))
         text = re.sub(" +", " ", text).lstrip(" ")
         totals[text] = totals.get(text, 0.0) + p
+    if listed is not None:
+        totals = {text: p for text, p in totals.items() if set(text.split()) <= listed}
     return max(totals, key=lambda text: math.log(totals[text]) + score(text)).strip()
 
 
@@ -64,6 +67,25 @@ def test_a_beam_wide_enough_for_every_prefix_finds_the_best_scoring_labelling(se
     model = build_char_ngram(WORDS + text_counts(["a tat at a", "at a"]))
     search = BeamSearch(model, lm_weight=lm_weight, char_bonus=char_bonus, beam=len(symbols) ** 6, prune=prune)
     assert search(log_probs) == brute_force_best(log_probs, symbols, fused_score(model, lm_weight, char_bonus), prune)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_word_list_search_wide_enough_for_every_prefix_finds_the_best_listed_labelling(seed: int) -> None:
+    """A closed vocabulary restricts which labellings compete, never the paths that sum into one (a held letter included)."""
+    rng = np.random.default_rng(seed)
+    symbols = [0, VOCABULARY.index(" "), VOCABULARY.index("a"), VOCABULARY.index("t")]
+    logits = rng.normal(0, 2.5, (6, len(symbols)))
+    log_probs = np.full((6, len(VOCABULARY)), -np.inf)
+    log_probs[:, symbols] = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    listed = text_counts(["a", "at at", "tat"])
+    model = build_char_ngram(listed)
+    search = BeamSearch(model, lm_weight=0.5, char_bonus=1.0, beam=len(symbols) ** 6, prune=-math.inf, words=frozenset(listed))
+    assert search(log_probs) == brute_force_best(log_probs, symbols, fused_score(model, 0.5, 1.0), listed=frozenset(listed))
+
+
+def test_a_letter_held_over_frames_stays_a_listed_word() -> None:
+    assert word_list_search({"a": 1})(scores([{"a": 1.0}, {"a": 1.0}])) == "a"
+    assert word_list_search({"two": 1})(scores([{"t": 1.0}, {"t": 1.0}, {"w": 1.0}, {"o": 1.0}, {"o": 1.0}])) == "two"
 
 
 def test_best_path_and_beam_search_differ_where_paths_add_up() -> None:
