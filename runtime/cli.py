@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
@@ -224,6 +225,8 @@ def command_listen(args: argparse.Namespace) -> int:
 
     microphone = Microphone(args.device, sample_rate=bundle.sample_rate)
     mode = "streaming graph" if live.streaming else "whole-utterance model"
+    # Ctrl-C (SIGINT) is how listening ends, even when a script started it as a background job (which ignores SIGINT).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with microphone:
             say(f"listening on {microphone.device['name']} ({microphone.device_rate} Hz -> {bundle.sample_rate} Hz, {mode}); Ctrl-C to stop")

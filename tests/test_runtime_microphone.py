@@ -112,6 +112,12 @@ def test_listen_without_a_streaming_graph_uses_the_users_head(whisper_bundle_dir
     assert cer(adapted, live_text) <= LIVE_VS_FILE_CER < cer(base, live_text)
 
 
+def test_ctrl_c_stops_listen_started_as_a_background_job(bundle_dir: Path, microphone: dict[str, str]) -> None:  # noqa: F811
+    """A script's background job starts with SIGINT ignored; listen still ends on Ctrl-C, cleanly."""
+    listen = ListenProcess(bundle_dir, microphone, sigint_ignored=True)
+    assert listen.stop() == EXIT_OK, "".join(listen.stderr)
+
+
 def test_enroll_from_the_microphone(microphone: dict[str, str], pulse_index: str, bundle_dir: Path, tmp_path: Path) -> None:  # noqa: F811
     """``enroll`` shows sentences; each is spoken into the virtual microphone (chosen by its index) as it appears."""
     command = [sys.executable, "-m", "edgemeta.runtime", "--bundle", str(bundle_dir), "enroll", "--user", "mic",

@@ -80,10 +80,13 @@ def speech_end(audio: np.ndarray, level: float = 0.01) -> float:
 class ListenProcess:
     """``edgemeta-runtime listen --jsonl`` in a subprocess; its events are collected with their arrival times."""
 
-    def __init__(self, bundle_path: str | Path, env: dict[str, str], threads: int = 1, user: str | None = None, device: str = "pulse") -> None:
+    def __init__(self, bundle_path: str | Path, env: dict[str, str], threads: int = 1, user: str | None = None, device: str = "pulse",
+                 sigint_ignored: bool = False) -> None:
+        """``sigint_ignored``: start it as a script's background job is started, with SIGINT ignored."""
         command = [sys.executable, "-m", "edgemeta.runtime", "--bundle", str(bundle_path), "--threads", str(threads),
                    "listen", "--device", device, "--jsonl"] + (["--user", user] if user else [])
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ignore)
         self.events: queue.Queue[tuple[float, dict]] = queue.Queue()
         self.stderr: list[str] = []
         while True:
