@@ -164,8 +164,8 @@ def learning_rate(config: TrainConfig, step: int, elapsed: float) -> float:
 
 
 def parameter_groups(model: SpeechRecognizer, config: TrainConfig) -> list[dict]:
-    """AdamW groups: the trained whisper encoder blocks (pretrained weights: ``encoder_lr_scale`` of the rate,
-    no decay towards zero), then everything else that trains; each group's ``lr_scale`` multiplies the schedule."""
+    """AdamW groups: everything but the trained whisper encoder blocks, then those blocks (pretrained weights:
+    ``encoder_lr_scale`` of the rate, no decay towards zero); each group's ``lr_scale`` multiplies the schedule."""
     trained_encoder = {name for name, p in model.named_parameters() if p.requires_grad and name.startswith("whisper.")}
     encoder = [p for name, p in model.named_parameters() if name in trained_encoder]
     rest = [p for name, p in model.named_parameters() if name not in trained_encoder]  # frozen ones get no gradient
