@@ -111,9 +111,8 @@ class Microphone:
         self.close()
 
     def close(self) -> None:
-        """Abort and close the stream: input still buffered is of no use once nobody reads it, and aborting does
-        not wait for the audio server to hand it over (a stop can block on a busy server)."""
-        self._stream.abort()
+        """Stop and close the stream."""
+        self._stream.stop()
         self._stream.close()
 
     def read(self, timeout: float | None = None) -> np.ndarray:
