@@ -118,6 +118,6 @@ class WhisperEncoder(nn.Module):
 
     def _run_blocks(self, x: torch.Tensor, frame_lengths: torch.Tensor | None, start: int, stop: int) -> torch.Tensor:
         key_mask = None if frame_lengths is None else frame_mask(frame_lengths, x.shape[1])[:, None, None, :]
-        for block in list(self.blocks)[start:stop]:
+        for block in self.blocks[start:stop]:
             x = block(x, key_mask)
         return x
