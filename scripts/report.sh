@@ -33,8 +33,9 @@ done
     --manifest "$RUNS/eval-flite/manifest.jsonl" --manifest "$SHARED/fsdd-dev/manifest.jsonl" --json "$OUT/transcript-check.jsonl"
 .venv/bin/edgemeta bench peers --manifest "$SHARED/speechocean762-train/manifest.jsonl" --manifest "$SHARED/fsdd-dev/manifest.jsonl" \
     --manifest "$RUNS/eval-flite/manifest.jsonl" --speakers 8 --k 10 --json "$OUT/peers-test.jsonl" --plot "$OUT/peers-test.png"
-# the built-in bundle on the device, meta-training throughput, the main job (no recipe runs needed)
+# the built-in bundle on the device, the main job (no recipe runs needed)
 .venv/bin/python -m edgemeta.benchmarks.device_runtime --k 10 --repeats 3 --live --json "$OUT/device-runtime.json"
-.venv/bin/python -m edgemeta.benchmarks.meta_throughput --frozen-body --steps 3 --json "$OUT/meta-throughput-frozen-body.json"
-.venv/bin/python -m edgemeta.benchmarks.meta_throughput --steps 3 --json "$OUT/meta-throughput-whole-model.json"
 .venv/bin/edgemeta demo --no-live --json "$OUT/demo.json"
+# meta-training throughput, measured on the CNN body (the whole model in the inner loop): always under reports/cnn-gru
+.venv/bin/python -m edgemeta.benchmarks.meta_throughput --frozen-body --steps 3 --json reports/cnn-gru/meta-throughput-frozen-body.json
+.venv/bin/python -m edgemeta.benchmarks.meta_throughput --steps 3 --json reports/cnn-gru/meta-throughput-whole-model.json
