@@ -26,9 +26,8 @@ from edgemeta.evaluation.arguments import comma_list
 from edgemeta.model import BODIES, CNN_GRU, WHISPER_TINY_EN
 
 # What differs by body. cnn-gru: DESIGN.md's budgets (pretraining <= 45 min, each method <= 15 min). whisper-tiny.en: budgets
-# meant to keep the whole recipe within 60 min on 2 cores, encoder caching included, not yet timed clean (reports/whisper/training/cache-build.txt: the clean
-# outputs of 2340 speechocean762 clips in 105 s, two augmented variants of the 2180 training clips in 346 s more; the 1500
-# synthetic clips take 216 s to synthesize). Its synthetic speakers, rate cap and decoder weights were chosen on the dev
+# that keep the whole recipe within 60 min on 2 cores: run clean (empty caches) it took 47 min, synthesis 15 s and the
+# encoder outputs of 3680 clips, clean and one variant, 131 s (reports/whisper/training/recipe-clean-run.txt). Its synthetic speakers, rate cap and decoder weights were chosen on the dev
 # speakers and dev voices (reports/whisper/dev/, reports/whisper/decoder-weights.json): the synthetic speakers keep real dev
 # speakers level (0.256 vs 0.258) and cut unseen espeak-ng voices 0.450 -> 0.145; uncapped rates overfit the support sets;
 # a beam of 32 prefixes against 8 cuts dev CER by 4-6 % (reports/whisper/dev/decoder-weights-beam*.json) for 11 ms per clip.
@@ -141,7 +140,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         epilog="examples:\n  edgemeta recipe                       # the default recipe: pretraining 45 min, each method 15 min\n"
                "  edgemeta recipe --install             # ... and make the result the built-in bundle\n"
-               "  edgemeta recipe --body whisper-tiny.en # whisper's frozen encoder (cached outputs), GRU + head: 20 min, then 6 min per method\n"
+               "  edgemeta recipe --body whisper-tiny.en # whisper's frozen encoder (cached outputs), GRU + head: 20 min, then 6 min per method;\n"
+               "                                        # 47 min in all on 2 cores from empty caches\n"
                "  edgemeta recipe --pretrain-minutes 5 --meta-minutes 1 --methods meta-sgd --runs /tmp/quick",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
