@@ -27,10 +27,11 @@ from edgemeta.model import BODIES, CNN_GRU, WHISPER_TINY_EN
 
 # What differs by body. cnn-gru: DESIGN.md's budgets (pretraining <= 45 min, each method <= 15 min). whisper-tiny.en: budgets
 # that keep the whole recipe within 60 min on 2 cores: run clean (empty caches) it took 47 min, synthesis 15 s and the
-# encoder outputs of 3680 clips, clean and one variant, 131 s (reports/whisper/training/recipe-clean-run.txt). Its synthetic speakers, rate cap and decoder weights were chosen on the dev
-# speakers and dev voices (reports/whisper/dev/, reports/whisper/decoder-weights.json): the synthetic speakers keep real dev
-# speakers level (0.256 vs 0.258) and cut unseen espeak-ng voices 0.450 -> 0.145; uncapped rates overfit the support sets;
-# a beam of 32 prefixes against 8 cuts dev CER by 4-6 % (reports/whisper/dev/decoder-weights-beam*.json) for 11 ms per clip.
+# encoder outputs of 3680 clips, clean and one variant, 131 s (reports/whisper/training/recipe-clean-run.txt). Its
+# synthetic speakers, rate cap, beam and decoder weights were chosen on the dev speakers and dev voices
+# (reports/whisper/dev/): the synthetic speakers keep real dev speakers level (0.256 vs 0.258) and cut unseen espeak-ng
+# voices 0.450 -> 0.145; uncapped rates overfit the support sets; a beam of 32 prefixes against 8 cuts dev CER by 4-6 %
+# (decoder-weights-beam*.json) for 11 ms per clip.
 BODY_DEFAULTS: dict[str, dict] = {
     CNN_GRU: dict(synth_speakers=60, pretrain_minutes=45.0, meta_minutes=15.0, cache_variants=0),
     WHISPER_TINY_EN: dict(synth_speakers=60, pretrain_minutes=20.0, meta_minutes=6.0, cache_variants=1,
