@@ -55,7 +55,7 @@ from edgemeta.model import WHISPER_TINY_EN, SpeechRecognizer
 from edgemeta.runtime.adapter import CER_TOLERANCE
 from edgemeta.runtime.ctc_loss import min_frames
 from edgemeta.runtime.text import encode
-from edgemeta.speaker_tasks import Episode, EpisodeSampler, Task, speaker_tasks, split_speakers
+from edgemeta.speaker_tasks import Episode, EpisodeSampler, Task, conditioned_tasks, speaker_tasks, split_speakers
 from edgemeta.splits import SPEECHOCEAN, shared_corpus
 from edgemeta.training_curves import plot_training_curves
 
@@ -97,7 +97,7 @@ class MetaTrainConfig:
     k: int = 5
     query: int = 5
     meta_batch: int = 4
-    condition_rate: float = 0.0
+    conditions: int = 0
     outer_lr: float = 3e-4
     rate_lr: float = 3e-2
     max_rate: float | None = 1.0
@@ -117,8 +117,8 @@ class MetaTrainConfig:
     def __post_init__(self) -> None:
         if self.method not in META_TRAINING_METHODS:
             raise ValueError(f"method must be one of {', '.join(META_TRAINING_METHODS)}, got {self.method!r}")
-        if self.k < 1 or self.query < 1 or self.meta_batch < 1 or self.inner_steps < 0:
-            raise ValueError("k, query and meta_batch must be >= 1 and inner_steps >= 0")
+        if self.k < 1 or self.query < 1 or self.meta_batch < 1 or self.inner_steps < 0 or self.conditions < 0:
+            raise ValueError("k, query and meta_batch must be >= 1, inner_steps and conditions >= 0")
 
     @property
     def adaptation(self) -> AdaptationMethod:
@@ -147,7 +147,8 @@ def load_tasks(config: MetaTrainConfig) -> tuple[list[Task], list[Task], list[st
         utterances += load_corpus(speechocean)
         sources.append(str(speechocean))
     train, dev = split_speakers(utterances)
-    return speaker_tasks(train, config.k + config.query), speaker_tasks(dev, config.val_k + config.val_scored), sources
+    train_tasks = conditioned_tasks(speaker_tasks(train, config.k + config.query), config.conditions)
+    return train_tasks, conditioned_tasks(speaker_tasks(dev, config.val_k + config.val_scored), config.conditions), sources
 
 
 def _learning_rate_factor(config: MetaTrainConfig, step: int, elapsed: float) -> float:
@@ -165,7 +166,7 @@ class MetaTrainer:
         self.algorithm = config.algorithm()
         self.training = config.adaptation.meta_training
         self.part = AdaptedPart(model, config.scope, encoder_outputs)
-        self.sampler = EpisodeSampler(train_tasks, config.k, config.query, config.seed, config.condition_rate)
+        self.sampler = EpisodeSampler(train_tasks, config.k, config.query, config.seed)
         self.dev_episodes = EpisodeSampler(dev_tasks, config.val_k, config.val_scored, config.seed).fixed_episodes() if dev_tasks else []
         adapted = list(self.part.params().values())
         adapted_ids = {id(p) for p in adapted}
@@ -178,7 +179,7 @@ class MetaTrainer:
             self.rates = LearnedRates(shapes, config.inner_rate, config.rate_parameterisation, adapted[0].dtype, config.max_rate)
             self.rates.to(adapted[0].device)
         # A frozen body's features never change: compute each clean clip's once (training and dev clips).
-        self.cache: dict[str, torch.Tensor] | None = {} if not config.trains_body and config.condition_rate == 0 else None
+        self.cache: dict[str, torch.Tensor] | None = {} if not config.trains_body else None
         if self.training == "reptile":
             self.optimizer: torch.optim.Optimizer = torch.optim.SGD(adapted, lr=config.reptile_step)
         else:
@@ -294,9 +295,9 @@ def _unalignable(model: SpeechRecognizer, tasks: list[Task]) -> int:
 def cached_task_outputs(config: MetaTrainConfig, model: SpeechRecognizer, tasks: list[Task], progress: bool = True) -> dict[str, torch.Tensor] | None:
     """The whisper encoder's frozen blocks' cached clean outputs of every clip of ``tasks``, keyed by source (built where missing).
 
-    ``None`` for a ``cnn-gru`` body or episodes under channel conditions (their audio is not the cached clip's).
+    ``None`` for a ``cnn-gru`` body.
     """
-    if model.config.body != WHISPER_TINY_EN or config.condition_rate:
+    if model.config.body != WHISPER_TINY_EN:
         return None
     utterances = [u for task in tasks for u in task.utterances]
     cached = cached_encoder_outputs(model, utterances, progress=progress)
@@ -503,8 +504,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--freeze-body", action=argparse.BooleanOptionalAction, default=defaults.freeze_body,
                         help="train only head init and λ, the body's features computed once and cached (default); "
                              "--no-freeze-body also trains the body through the query loss, ~10x slower per step")
-    parser.add_argument("--condition-rate", type=float, default=defaults.condition_rate,
-                        help="probability that an episode's speaker gets a random channel condition (default: %(default)s)")
+    parser.add_argument("--conditions", type=int, default=defaults.conditions, metavar="N",
+                        help="also make each training and dev speaker a task under N recording conditions of its own "
+                             "(noise, room, 8 kHz band limit, level; one per task, for all its clips): a user is a voice "
+                             "and a microphone (default: %(default)s)")
     parser.add_argument("--val-every-minutes", type=float, default=defaults.val_every_minutes, help="dev validation interval (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=defaults.threads, help="torch CPU threads per process (default: %(default)s)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=defaults.device,
@@ -520,7 +523,7 @@ def _run(args: argparse.Namespace) -> int:
         minutes=args.minutes, max_steps=args.steps, inner_steps=args.inner_steps, inner_rate=args.inner_rate,
         first_order=args.first_order, k=args.k, query=args.query, meta_batch=args.meta_batch, outer_lr=args.outer_lr,
         rate_lr=args.rate_lr, max_rate=args.max_rate, reptile_step=args.reptile_step, scope=args.scope, freeze_body=args.freeze_body,
-        condition_rate=args.condition_rate, val_every_minutes=args.val_every_minutes, threads=args.threads, seed=args.seed,
+        conditions=args.conditions, val_every_minutes=args.val_every_minutes, threads=args.threads, seed=args.seed,
         device=args.device,
     )
     train_tasks, dev_tasks, sources = load_tasks(config)

@@ -3,9 +3,10 @@
 A meta-learning **task** is what one device user is: a speaker's clips. An
 **episode** is one draw from a task: ``k`` support clips (what enrollment
 adapts on) and a disjoint query set (what the adapted head is scored or
-trained on). A task may also carry a :class:`~edgemeta.augment.ChannelCondition`
+trained on). A task may also be a speaker under one of its recording conditions
+(:func:`conditioned_tasks`): one :class:`~edgemeta.augment.ChannelCondition`
 applied to all of its clips alike, so that a "user" is a speaker *and* a
-microphone/room.
+microphone/room, and enrollment has the channel to learn as well as the voice.
 
 Episodes are a pure function of ``(seed, step, position)``: the same seed gives
 the same meta-batches in any process, on any rank, and after a resume, with no
@@ -14,7 +15,9 @@ sampler state to save.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -38,12 +41,43 @@ class Task:
 
 @dataclass
 class Episode:
-    """Disjoint ``support`` (adaptation) and ``query`` (scoring) clips of one task, under one ``condition``."""
+    """Disjoint ``support`` (adaptation) and ``query`` (scoring) clips of one task."""
 
     task: str
     support: list[Utterance]
     query: list[Utterance]
-    condition: ChannelCondition | None = None
+
+
+def _number(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
+
+
+def speaker_condition(speaker: str, number: int) -> ChannelCondition:
+    """The ``number``-th recording condition of ``speaker``: a fixed draw of :meth:`ChannelCondition.sample`."""
+    return ChannelCondition.sample(np.random.default_rng([_number(speaker), number]))
+
+
+def under_condition(utterances: Sequence[Utterance], speaker: str, number: int) -> list[Utterance]:
+    """``speaker``'s clips recorded under its ``number``-th condition (:func:`speaker_condition`).
+
+    Each clip's noise and room are drawn from its source, so a clip sounds the
+    same whichever list it comes in; its source gains ``#condition-N``, which
+    keeps it apart from the clean clip in caches keyed by source.
+    """
+    condition = speaker_condition(speaker, number)
+    return [
+        replace(u, audio=condition.apply(u.audio, np.random.default_rng([_number(u.source), number])),
+                source=f"{u.source}#condition-{number}")
+        for u in utterances
+    ]
+
+
+def conditioned_tasks(tasks: list[Task], conditions: int) -> list[Task]:
+    """``tasks`` followed by each task under each of its first ``conditions`` recording conditions (``speaker@N``)."""
+    return tasks + [
+        Task(f"{task.name}@{number}", tuple(under_condition(task.utterances, task.name, number)))
+        for number in range(1, conditions + 1) for task in tasks
+    ]
 
 
 def speaker_tasks(utterances: list[Utterance], min_clips: int) -> list[Task]:
@@ -65,18 +99,12 @@ def split_speakers(utterances: list[Utterance]) -> tuple[list[Utterance], list[U
 
 @dataclass
 class EpisodeSampler:
-    """Draws episodes of ``k`` support and ``query`` query clips, reproducibly from ``seed``.
-
-    ``condition_rate`` is the probability that an episode's task is put under a
-    random channel condition (noise, reverberation, band limit, gain), the same
-    for its support and query clips.
-    """
+    """Draws episodes of ``k`` support and ``query`` query clips, reproducibly from ``seed``."""
 
     tasks: list[Task]
     k: int
     query: int
     seed: int = 0
-    condition_rate: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.tasks:
@@ -92,10 +120,7 @@ class EpisodeSampler:
     def _draw(self, task: Task, rng: np.random.Generator) -> Episode:
         order = rng.permutation(len(task.utterances))
         clips = [task.utterances[i] for i in order[: self.k + self.query]]
-        condition = ChannelCondition.sample(rng) if rng.random() < self.condition_rate else None
-        if condition is not None:
-            clips = [replace(u, audio=condition.apply(u.audio, rng)) for u in clips]
-        return Episode(task.name, clips[: self.k], clips[self.k :], condition)
+        return Episode(task.name, clips[: self.k], clips[self.k :])
 
     def meta_batch(self, step: int, size: int) -> list[Episode]:
         """``size`` episodes of distinct tasks (cycling if there are fewer tasks) for meta-step ``step``."""

@@ -146,6 +146,27 @@ def test_eval_records_protocol_and_reports(manifest: Path, pretrained: Path, tin
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_conditions_score_each_speaker_under_its_own_channels_on_the_same_clips(manifest: Path, bundle_dir: Path,  # noqa: F811
+                                                                              tmp_path: Path) -> None:
+    out, clean_out = tmp_path / "conditions.jsonl", tmp_path / "clean.jsonl"
+    common = ["eval", "--manifest", str(manifest), "--model", f"meta-sgd={bundle_dir}", "--k", "0,2", "--seeds", "1"]
+    assert main(common + ["--conditions", "2", "--json", str(out)]) == 0
+    assert main(common + ["--json", str(clean_out)]) == 0
+    records, clean = read_records(out), read_records(clean_out)
+    assert {r["dataset"] for r in records} == {"synthset@conditions"}
+    assert {r["speaker"] for r in records} == {f"{s}@{n}" for s in VOICES for n in (1, 2)}
+    summary = json.loads(out.with_suffix(".summary.json").read_text())
+    clean_speakers = json.loads(clean_out.with_suffix(".summary.json").read_text())["datasets"]["synthset"]["speakers"]
+    speakers = summary["datasets"]["synthset@conditions"]["speakers"]
+    assert summary["conditions"] == 2
+    for speaker in VOICES:
+        for n in (1, 2):
+            assert speakers[f"{speaker}@{n}"]["scored"] == [f"{name}#condition-{n}" for name in clean_speakers[speaker]["scored"]]
+    # The channel changes what the model hears: not every copy scores as the clean speaker does.
+    clean_k0 = {r["speaker"]: r["cer"] for r in clean if r["k"] == 0}
+    assert any(r["cer"] != clean_k0[r["speaker"].split("@")[0]] for r in records if r["k"] == 0)
+
+
 def test_cli_guard_on_a_bundle_archive(manifest: Path, bundle_archive: Path, tmp_path: Path) -> None:  # noqa: F811
     out = tmp_path / "guard.jsonl"
     done = subprocess.run(

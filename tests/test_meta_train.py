@@ -18,7 +18,7 @@ from edgemeta.meta_learning import FINETUNE_GRID, AdaptedPart, encode_episodes, 
 from edgemeta.distributed import Ranks
 from edgemeta.meta_train import MetaTrainConfig, MetaTrainer, load_tasks, meta_train
 from edgemeta.model import SpeechRecognizer
-from edgemeta.speaker_tasks import EpisodeSampler, Task, speaker_tasks, split_speakers
+from edgemeta.speaker_tasks import EpisodeSampler, Task, conditioned_tasks, speaker_condition, speaker_tasks, split_speakers, under_condition
 from edgemeta.splits import dev_speakers, speechocean_split
 from edgemeta.splits import test_speakers as reported_speakers  # not test_*: pytest would collect it
 from test_meta_learning import single_thread, utterances  # noqa: F401 (single_thread: autouse fixture)
@@ -58,12 +58,20 @@ def test_episodes_are_disjoint_reproducible_and_vary_by_step() -> None:
     assert [u.source for u in sampler.fixed_episodes()[0].support] == [u.source for u in sampler.fixed_episodes()[0].support]
 
 
-def test_channel_condition_applies_to_the_whole_episode() -> None:
-    sampler = EpisodeSampler(tasks("t", 2), k=2, query=2, seed=0, condition_rate=1.0)
-    episode = sampler.meta_batch(0, 1)[0]
-    assert episode.condition is not None
-    originals = {u.source: u.audio for t in sampler.tasks for u in t.utterances}
-    assert all(not np.array_equal(u.audio, originals[u.source]) for u in episode.support + episode.query)
+def test_conditioned_tasks_put_all_of_a_speakers_clips_under_its_own_condition() -> None:
+    clean = tasks("t", 2)
+    with_conditions = conditioned_tasks(clean, 2)
+    assert [t.name for t in with_conditions] == ["t0", "t1", "t0@1", "t1@1", "t0@2", "t1@2"]
+    assert with_conditions[:2] == clean
+    originals = {u.source: u.audio for t in clean for u in t.utterances}
+    conditioned = with_conditions[2]
+    assert all(u.source.endswith("#condition-1") for u in conditioned.utterances)
+    assert all(not np.array_equal(u.audio, originals[u.source.removesuffix("#condition-1")]) for u in conditioned.utterances)
+    assert speaker_condition("t0", 1) == speaker_condition("t0", 1) != speaker_condition("t0", 2)
+    # A clip sounds the same under its condition whichever list it comes in (eval conditions scored and pool apart).
+    alone = under_condition(clean[0].utterances[3:4], "t0", 1)[0]
+    assert np.array_equal(alone.audio, conditioned.utterances[3].audio)
+    assert {speaker_condition(f"s{i}", 1).band_limited for i in range(40)} == {False, True}
 
 
 def test_too_small_tasks_are_refused() -> None:

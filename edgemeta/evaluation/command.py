@@ -15,7 +15,7 @@ from edgemeta.benchmarks.provenance import Provenance
 from edgemeta.evaluation import EvalError
 from edgemeta.evaluation.adaptation_runs import evaluate, protocol_notes
 from edgemeta.evaluation.arguments import comma_list, k_list, positive_int
-from edgemeta.evaluation.datasets import SPLITS, load_dataset
+from edgemeta.evaluation.datasets import SPLITS, load_dataset, under_conditions
 from edgemeta.evaluation.method_plans import MODEL_NAMES, plan_methods
 from edgemeta.evaluation.models import load_model
 from edgemeta.evaluation.report import markdown_table, write_outputs
@@ -85,6 +85,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", choices=SPLITS, default="test",
                         help="speechocean762-train speakers to score: test (reported figures, the default) or dev "
                              "(where choices are made); other manifests are scored whole")
+    parser.add_argument("--conditions", type=positive_int, default=None, metavar="N",
+                        help="score every speaker under N recording conditions of its own (noise, room, 8 kHz band limit, "
+                             "level: one per copy of the speaker, for all its clips) instead of as recorded (default: as recorded)")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch and onnxruntime CPU threads (default: 1)")
     parser.add_argument("--json", type=Path, required=True, metavar="OUT", help="JSON Lines output, one record per run")
     parser.add_argument("--from-records", type=Path, metavar="OLD.jsonl",
@@ -138,6 +141,8 @@ def _run(args: argparse.Namespace) -> int:
         raise EvalError(f"two manifests share the folder name {sorted(f for f in folders if folders.count(f) > 1)[0]!r}, "
                         "which names their dataset")
     datasets = [load_dataset(m, args.split) for m in args.manifest]
+    if args.conditions:
+        datasets = [under_conditions(d, args.conditions) for d in datasets]
     notes = [note for d in datasets for note in d.notes] + protocol_notes(datasets, models, args.k)
     for note in notes:
         print(note, file=sys.stderr)
@@ -147,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
     facts = {
         "models": {n: {"path": str(m.path), "kind": m.kind, "trained_as": m.method} for n, m in models.items()},
         "methods": [asdict(p) for p in plans],
-        "k": args.k, "seeds": args.seeds, "guard": args.guard, "split": args.split,
+        "k": args.k, "seeds": args.seeds, "guard": args.guard, "split": args.split, "conditions": args.conditions or 0,
         "datasets": {d.name: {
             "manifest": str(d.manifest),
             "speakers": {s.speaker: {

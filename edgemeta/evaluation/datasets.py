@@ -10,6 +10,7 @@ from pathlib import Path
 from edgemeta.corpus import Utterance, load_corpus
 from edgemeta.evaluation import EvalError
 from edgemeta.runtime.manifest import ManifestError
+from edgemeta.speaker_tasks import under_condition
 from edgemeta.splits import SPEECHOCEAN, dev_speakers, test_speakers
 
 SCORED_CLIPS = 10
@@ -96,3 +97,20 @@ def load_dataset(manifest: Path, split: str = "test") -> Dataset:
     if not speakers:
         raise EvalError(f"{manifest}: no speaker with at least 2 readable clips (scored + adaptation)")
     return Dataset(root.name, manifest, speakers, notes)
+
+
+def under_conditions(dataset: Dataset, conditions: int) -> Dataset:
+    """``dataset`` with each speaker under its first ``conditions`` recording conditions instead of as recorded.
+
+    Speaker ``s`` becomes ``s@1`` … ``s@N`` (:func:`~edgemeta.speaker_tasks.under_condition`:
+    noise, room, 8 kHz band limit, level, one condition for all of a copy's
+    clips), with the same scored clips and pool; the dataset is named ``NAME@conditions``.
+    """
+    speakers = []
+    for number in range(1, conditions + 1):
+        for s in dataset.speakers:
+            scored, pool = under_condition(s.scored, s.speaker, number), under_condition(s.pool, s.speaker, number)
+            names = {new.source: f"{s.names[old.source]}#condition-{number}" for old, new in zip(s.scored + s.pool, scored + pool)}
+            speakers.append(SpeakerClips(f"{s.speaker}@{number}", scored, pool, names))
+    note = f"{dataset.name}: every speaker scored under {conditions} recording condition(s) of its own, not as recorded"
+    return Dataset(f"{dataset.name}@conditions", dataset.manifest, speakers, dataset.notes + [note])
