@@ -6,7 +6,7 @@ adapts on) and a disjoint query set (what the adapted head is scored or
 trained on). A task may also be a speaker under one of its recording conditions
 (:func:`conditioned_tasks`): one :class:`~edgemeta.augment.ChannelCondition`
 applied to all of its clips alike, so that a "user" is a speaker *and* a
-microphone/room, and enrollment has the channel to learn as well as the voice.
+microphone/room.
 
 Episodes are a pure function of ``(seed, step, position)``: the same seed gives
 the same meta-batches in any process, on any rank, and after a resume, with no
