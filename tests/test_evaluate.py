@@ -153,11 +153,11 @@ def test_conditions_score_each_speaker_under_its_own_channels_on_the_same_clips(
     assert main(common + ["--conditions", "2", "--json", str(out)]) == 0
     assert main(common + ["--json", str(clean_out)]) == 0
     records, clean = read_records(out), read_records(clean_out)
-    assert {r["dataset"] for r in records} == {"synthset@conditions"}
+    assert {r["dataset"] for r in records} == {"synthset"}  # the manifest's folder name, as DESIGN's records contract says
     assert {r["speaker"] for r in records} == {f"{s}@{n}" for s in VOICES for n in (1, 2)}
     summary = json.loads(out.with_suffix(".summary.json").read_text())
     clean_speakers = json.loads(clean_out.with_suffix(".summary.json").read_text())["datasets"]["synthset"]["speakers"]
-    speakers = summary["datasets"]["synthset@conditions"]["speakers"]
+    speakers = summary["datasets"]["synthset"]["speakers"]
     assert summary["conditions"] == 2
     for speaker in VOICES:
         for n in (1, 2):

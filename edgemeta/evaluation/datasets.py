@@ -104,7 +104,8 @@ def under_conditions(dataset: Dataset, conditions: int) -> Dataset:
 
     Speaker ``s`` becomes ``s@1`` … ``s@N`` (:func:`~edgemeta.speaker_tasks.under_condition`:
     noise, room, 8 kHz band limit, level, one condition for all of a copy's
-    clips), with the same scored clips and pool; the dataset is named ``NAME@conditions``.
+    clips), with the same scored clips and pool. The dataset keeps its name (the manifest's folder: the
+    records' contract); the run's summary records ``conditions``.
     """
     speakers = []
     for number in range(1, conditions + 1):
@@ -113,4 +114,4 @@ def under_conditions(dataset: Dataset, conditions: int) -> Dataset:
             names = {new.source: f"{s.names[old.source]}#condition-{number}" for old, new in zip(s.scored + s.pool, scored + pool)}
             speakers.append(SpeakerClips(f"{s.speaker}@{number}", scored, pool, names))
     note = f"{dataset.name}: every speaker scored under {conditions} recording condition(s) of its own, not as recorded"
-    return Dataset(f"{dataset.name}@conditions", dataset.manifest, speakers, dataset.notes + [note])
+    return Dataset(dataset.name, dataset.manifest, speakers, dataset.notes + [note])
