@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -518,14 +519,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config = MetaTrainConfig(
-        init=args.init, out=args.out, method=args.method, manifests=args.manifest, speechocean=args.speechocean,
-        minutes=args.minutes, max_steps=args.steps, inner_steps=args.inner_steps, inner_rate=args.inner_rate,
-        first_order=args.first_order, k=args.k, query=args.query, meta_batch=args.meta_batch, outer_lr=args.outer_lr,
-        rate_lr=args.rate_lr, max_rate=args.max_rate, reptile_step=args.reptile_step, scope=args.scope, freeze_body=args.freeze_body,
-        conditions=args.conditions, val_every_minutes=args.val_every_minutes, threads=args.threads, seed=args.seed,
-        device=args.device,
-    )
+    try:
+        config = MetaTrainConfig(
+            init=args.init, out=args.out, method=args.method, manifests=args.manifest, speechocean=args.speechocean,
+            minutes=args.minutes, max_steps=args.steps, inner_steps=args.inner_steps, inner_rate=args.inner_rate,
+            first_order=args.first_order, k=args.k, query=args.query, meta_batch=args.meta_batch, outer_lr=args.outer_lr,
+            rate_lr=args.rate_lr, max_rate=args.max_rate, reptile_step=args.reptile_step, scope=args.scope,
+            freeze_body=args.freeze_body, conditions=args.conditions, val_every_minutes=args.val_every_minutes,
+            threads=args.threads, seed=args.seed, device=args.device,
+        )
+    except ValueError as error:  # settings that cannot go together: say which, no traceback
+        print(f"edgemeta meta-train: {error}", file=sys.stderr)
+        return 2
     train_tasks, dev_tasks, sources = load_tasks(config)
     meta_train(config, load_checkpoint(config.init), train_tasks, dev_tasks, sources)
     if Ranks.from_environment(config.device).main:

@@ -74,6 +74,13 @@ def test_conditioned_tasks_put_all_of_a_speakers_clips_under_its_own_condition()
     assert {speaker_condition(f"s{i}", 1).band_limited for i in range(40)} == {False, True}
 
 
+def test_command_line_refuses_impossible_settings_without_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for flag, value in (("--conditions", "-1"), ("--k", "0")):
+        assert main(["meta-train", "--init", str(tmp_path / "init.pt"), "--out", str(tmp_path / "out"), flag, value]) == 2
+        assert "edgemeta meta-train: k, query and meta_batch must be >= 1, inner_steps and conditions >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_too_small_tasks_are_refused() -> None:
     with pytest.raises(ValueError, match="fewer than"):
         EpisodeSampler(tasks("t", 2, clips=3), k=2, query=2)
