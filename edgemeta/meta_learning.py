@@ -39,7 +39,7 @@ from edgemeta.model import HEAD_PREFIX, SpeechRecognizer
 from edgemeta.runtime.ctc_decode import greedy_decode_batch
 from edgemeta.runtime.ctc_loss import ctc_loss
 from edgemeta.runtime.metrics import ErrorCounts, score
-from edgemeta.runtime.update_rule import Rates, adapt
+from edgemeta.runtime.update_rule import SGD, UPDATE_RULES, StepRates, adapt, per_step_rates
 from edgemeta.speaker_tasks import Episode
 from edgemeta.twice_differentiable_ctc import twice_differentiable_ctc_loss
 
@@ -48,6 +48,7 @@ Params = dict[str, torch.Tensor]
 METHODS = tuple(name for name, m in ADAPTATION_METHODS.items() if m.meta_training and m.adapts_as == name)
 SCOPES = ("head", "gru+head", "encoder+gru+head")
 FINETUNE_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+MAX_STEP_FACTOR = 10.0
 
 
 @dataclass
@@ -59,6 +60,8 @@ class AlgorithmConfig:
     Meta-SGD (``maml``/``fomaml`` fix it by name). ``scope``: ``head`` (what
     the device adapts), ``gru+head`` (ablation: the last GRU adapts too) or
     ``encoder+gru+head`` (ablation: so do the whisper encoder blocks that pretraining trained).
+    ``update``: the update rule (:data:`~edgemeta.runtime.update_rule.UPDATE_RULES`);
+    ``per_step_rates``: Meta-SGD also learns a factor per tensor and step (MAML++'s per-step rates).
     """
 
     method: str = "meta-sgd"
@@ -67,8 +70,12 @@ class AlgorithmConfig:
     first_order: bool = False
     rate_parameterisation: str = "log"
     scope: str = "head"
+    update: str = SGD
+    per_step_rates: bool = False
 
     def __post_init__(self) -> None:
+        if self.update not in UPDATE_RULES:
+            raise ValueError(f"update must be one of {', '.join(UPDATE_RULES)}, got {self.update!r}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.scope not in SCOPES:
@@ -92,6 +99,9 @@ class LearnedRates(nn.Module):
     ``max_rate`` bounds every λ (see :meth:`bound_`): a few elements whose
     meta-gradient keeps one sign otherwise grow by orders of magnitude, and a
     new speaker's gradient on them would make the device's step explode.
+    ``steps`` > 0 also learns, per tensor, a factor for each of that many
+    steps (``exp`` of a raw value started at 0, bounded to
+    ``[1 / MAX_STEP_FACTOR, MAX_STEP_FACTOR]``): step ``s`` uses λ times its factor.
     """
 
     def __init__(
@@ -101,6 +111,7 @@ class LearnedRates(nn.Module):
         parameterisation: str = "log",
         dtype: torch.dtype = torch.float32,
         max_rate: float | None = None,
+        steps: int = 0,
     ) -> None:
         super().__init__()
         if init <= 0 or (max_rate is not None and max_rate < init):
@@ -109,21 +120,37 @@ class LearnedRates(nn.Module):
         self.parameterisation = parameterisation
         self.raw_max = None if max_rate is None else self._inverse(max_rate)
         self.raw = nn.ParameterList(nn.Parameter(torch.full(tuple(shape), self._inverse(init), dtype=dtype)) for shape in shapes.values())
+        self.step_raw = nn.Parameter(torch.zeros(len(self.names), steps, dtype=dtype)) if steps else None
 
     def _inverse(self, rate: float) -> float:
         return math.log(rate) if self.parameterisation == "log" else math.log(math.expm1(rate))
 
-    def forward(self) -> Params:
-        """The positive rates, keyed like the parameters they scale."""
+    def base_rates(self) -> Params:
+        """The positive per-parameter rates λ, keyed like the parameters they scale."""
         positive = torch.exp if self.parameterisation == "log" else F.softplus
         return {name: positive(raw) for name, raw in zip(self.names, self.raw)}
 
+    def step_scales(self) -> Params | None:
+        """Each tensor's factor per step (``[steps]``), or ``None`` when rates are not learned per step."""
+        if self.step_raw is None:
+            return None
+        return {name: torch.exp(raw) for name, raw in zip(self.names, self.step_raw)}
+
+    def forward(self) -> Params | list[Params]:
+        """The rates the inner loop uses: λ, or one mapping per step with per-step factors."""
+        scales = self.step_scales()
+        if scales is None:
+            return self.base_rates()
+        return per_step_rates(self.base_rates(), scales, self.step_raw.shape[1])
+
     @torch.no_grad()
     def bound_(self) -> None:
-        """Project every λ back to at most ``max_rate`` (after each outer step)."""
+        """Project every λ back to at most ``max_rate`` and every step factor into its bounds (after each outer step)."""
         if self.raw_max is not None:
             for raw in self.raw:
                 raw.clamp_(max=self.raw_max)
+        if self.step_raw is not None:
+            self.step_raw.clamp_(-math.log(MAX_STEP_FACTOR), math.log(MAX_STEP_FACTOR))
 
 
 class _UpperLayers(nn.Module):
@@ -276,10 +303,11 @@ def task_loss(part: AdaptedPart, params: Mapping[str, torch.Tensor], batch: Clip
 def inner_loop(
     part: AdaptedPart,
     params: Mapping[str, torch.Tensor],
-    rates: Rates | float,
+    rates: StepRates,
     support: ClipBatch,
     steps: int,
     second_order: bool = False,
+    rule: str = SGD,
 ) -> Params:
     """``steps`` updates ``θ ← θ − λ ⊙ ∇L_support(θ)`` from ``params`` (the device's loop, functional); returns the adapted tensors.
 
@@ -293,7 +321,7 @@ def inner_loop(
     def loss_of(at: Params) -> torch.Tensor:
         return task_loss(part, at, support, twice_differentiable=second_order)
 
-    return adapt(params, loss_of, rates, steps, create_graph=second_order)[0]
+    return adapt(params, loss_of, rates, steps, create_graph=second_order, rule=rule)[0]
 
 
 def _adaptable(params: Mapping[str, torch.Tensor]) -> Params:
@@ -302,7 +330,7 @@ def _adaptable(params: Mapping[str, torch.Tensor]) -> Params:
 
 
 def query_loss_after_adaptation(
-    part: AdaptedPart, rates: Rates | float, support: ClipBatch, query: ClipBatch, config: AlgorithmConfig
+    part: AdaptedPart, rates: StepRates, support: ClipBatch, query: ClipBatch, config: AlgorithmConfig
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The Meta-SGD / MAML objective of one episode: query loss after ``inner_steps`` steps on the support set.
 
@@ -310,7 +338,7 @@ def query_loss_after_adaptation(
     and after adaptation, query loss).
     """
     params = part.params()
-    adapted = inner_loop(part, params, rates, support, config.inner_steps, config.second_order)
+    adapted = inner_loop(part, params, rates, support, config.inner_steps, config.second_order, config.update)
     loss = task_loss(part, adapted, query)
     with torch.no_grad():
         stats = {
@@ -352,14 +380,14 @@ def pooled_cer(counts: list[ErrorCounts]) -> float:
 
 
 def score_adaptation(
-    part: AdaptedPart, episodes: list[Episode], batches: list[EpisodeBatch], rates: Rates | float, steps: int
+    part: AdaptedPart, episodes: list[Episode], batches: list[EpisodeBatch], rates: StepRates, steps: int, rule: str = SGD
 ) -> list[AdaptationScore]:
     """Adapt on each episode's support batch (first order, no graph kept) and score its query clips."""
     params = {n: p.detach() for n, p in part.params().items()}
     scores = []
     for episode, batch in zip(episodes, batches):
         with torch.enable_grad():
-            adapted = {n: p.detach() for n, p in inner_loop(part, _adaptable(params), rates, batch.support, steps).items()}
+            adapted = {n: p.detach() for n, p in inner_loop(part, _adaptable(params), rates, batch.support, steps, rule=rule).items()}
         references = [u.text for u in episode.query]
         before = score(references, decode(part, params, batch.query))
         scores.append(AdaptationScore(episode.task, before, score(references, decode(part, adapted, batch.query))))
@@ -406,7 +434,7 @@ def encode_episodes(
 
 
 def select_scalar_rate(
-    part: AdaptedPart, episodes: list[Episode], steps: int, grid: tuple[float, ...] = FINETUNE_GRID
+    part: AdaptedPart, episodes: list[Episode], steps: int, grid: tuple[float, ...] = FINETUNE_GRID, rule: str = SGD
 ) -> tuple[float, dict[float, float]]:
     """The fine-tuning baseline's rate: the grid value with the lowest pooled query CER after ``steps`` steps.
 
@@ -414,11 +442,13 @@ def select_scalar_rate(
     """
     with torch.no_grad():
         batches = encode_episodes(part, episodes)
-    table = {rate: pooled_cer([s.after for s in score_adaptation(part, episodes, batches, rate, steps)]) for rate in grid}
+    table = {rate: pooled_cer([s.after for s in score_adaptation(part, episodes, batches, rate, steps, rule)]) for rate in grid}
     return min(grid, key=lambda rate: (table[rate], rate)), table
 
 
-def _checkpoint_rates(checkpoint: Mapping[str, Any]) -> Rates | float:
+def _checkpoint_rates(checkpoint: Mapping[str, Any], steps: int) -> StepRates:
+    if checkpoint.get("rates") and checkpoint.get("step_scales"):
+        return per_step_rates(dict(checkpoint["rates"]), checkpoint["step_scales"], steps)
     if checkpoint.get("rates"):
         return dict(checkpoint["rates"])
     if checkpoint.get("scalar_rate") is not None:
@@ -430,14 +460,16 @@ def adapt_head(
     model_or_checkpoint: SpeechRecognizer | Mapping[str, Any] | str | Path,
     support: list[Utterance],
     steps: int | None = None,
-    rates: Rates | float | None = None,
+    rates: StepRates | None = None,
+    rule: str | None = None,
 ) -> Params:
     """Adapt on a user's ``support`` clips as the device does: ``steps`` updates ``θ' = θ − λ ⊙ ∇L`` from the stored head.
 
     ``model_or_checkpoint``: a model (then ``steps`` and ``rates`` are
     required), a checkpoint dict or its path (they default to the
-    checkpoint's ``inner_steps`` and its ``rates`` or ``scalar_rate``).
-    ``rates``: a float, or tensors keyed by full names (``head.scale``).
+    checkpoint's ``inner_steps``, its ``rates`` (with its ``step_scales``)
+    or ``scalar_rate``, and its ``update_rule``).
+    ``rates``: a float, tensors keyed by full names (``head.scale``), or one such mapping per step.
     Returns the adapted parameters keyed by full names, detached; run the model
     with them through ``torch.func.functional_call(model, adapted, ...)`` or
     :func:`transcribe`. The body is run once, without gradient.
@@ -452,15 +484,21 @@ def adapt_head(
         model = model_from_checkpoint(checkpoint)
         scope = checkpoint.get("provenance", {}).get("scope", "head")
         steps = checkpoint["inner_steps"] if steps is None else steps
-        rates = _checkpoint_rates(checkpoint) if rates is None else rates
+        rates = _checkpoint_rates(checkpoint, steps) if rates is None else rates
+        rule = checkpoint.get("update_rule", SGD) if rule is None else rule
     part = AdaptedPart(model.eval(), scope)
     params = {n: p.detach() for n, p in part.params().items()}
     if not support or steps == 0:
         return part.full_names(params)
-    module_rates = rates if isinstance(rates, float | int) else part.module_names(rates)
+    if isinstance(rates, float | int):
+        module_rates: StepRates = rates
+    elif isinstance(rates, Mapping):
+        module_rates = part.module_names(rates)
+    else:
+        module_rates = [part.module_names(step) for step in rates]
     with torch.no_grad():
         batch = encode_clips(part, support)
-    adapted = inner_loop(part, _adaptable(params), module_rates, batch, steps)
+    adapted = inner_loop(part, _adaptable(params), module_rates, batch, steps, rule=rule or SGD)
     return part.full_names({n: p.detach() for n, p in adapted.items()})
 
 

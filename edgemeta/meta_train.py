@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from edgemeta.adaptation_methods import META_TRAINING_METHODS, AdaptationMethod, adaptation_method
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint, new_checkpoint, save_checkpoint
-from edgemeta.corpus import load_corpus
+from edgemeta.corpus import DEFAULT_LANGUAGE, corpus_languages, load_corpus
 from edgemeta.distributed import Ranks
 from edgemeta.encoder_cache import cached_encoder_outputs
 from edgemeta.meta_learning import (
@@ -52,16 +52,18 @@ from edgemeta.meta_learning import (
     select_scalar_rate,
     task_loss,
 )
-from edgemeta.model import WHISPER_TINY_EN, SpeechRecognizer
+from edgemeta.model import WHISPER_TINY_EN, SpeechRecognizer, head_parameter_names
 from edgemeta.runtime.adapter import CER_TOLERANCE
 from edgemeta.runtime.ctc_loss import min_frames
 from edgemeta.runtime.text import encode
+from edgemeta.runtime.update_rule import SGD, UPDATE_RULES, StepRates
 from edgemeta.speaker_tasks import Episode, EpisodeSampler, Task, conditioned_tasks, speaker_tasks, split_speakers
 from edgemeta.splits import SPEECHOCEAN, shared_corpus
 from edgemeta.training_curves import plot_training_curves
 
 log = logging.getLogger(__name__)
 DEFAULT_INNER_RATE = 0.01
+ZERO_SHOT_HEADS = ("meta", "init")
 
 
 @dataclass
@@ -81,12 +83,21 @@ class MetaTrainConfig:
     ``first_order`` overrides the method's order where it is choosable
     (Meta-SGD; ``None``: the method's default, first order: exact second
     order costs ~10x per step through the torch-ops CTC).
+    ``update`` is the inner loop's update rule (``normalized``: each tensor's
+    gradient over its RMS, safe across clip lengths); ``per_step_rates``
+    makes Meta-SGD learn a factor per tensor and step as well.
+    ``dev_manifests``: corpora whose speakers are dev tasks only (validation),
+    as the split file's dev speakers are. ``zero_shot_head``: ``meta`` ships
+    the meta-trained head init for every user; ``init`` keeps ``--init``'s
+    head for users who have not enrolled (recorded as the checkpoint's
+    ``zero_shot_head``) and starts enrollment from the meta-trained one.
     """
 
     init: str = ""
     out: str = "runs/meta-sgd"
     method: str = "meta-sgd"
     manifests: list[str] = field(default_factory=list)
+    dev_manifests: list[str] = field(default_factory=list)
     speechocean: bool = True
     minutes: float = 15.0
     max_steps: int | None = None
@@ -95,6 +106,9 @@ class MetaTrainConfig:
     first_order: bool | None = None
     rate_parameterisation: str = "log"
     scope: str = "head"
+    update: str = SGD
+    per_step_rates: bool = False
+    zero_shot_head: str = "meta"
     k: int = 5
     query: int = 5
     meta_batch: int = 4
@@ -120,6 +134,10 @@ class MetaTrainConfig:
             raise ValueError(f"method must be one of {', '.join(META_TRAINING_METHODS)}, got {self.method!r}")
         if self.k < 1 or self.query < 1 or self.meta_batch < 1 or self.inner_steps < 0 or self.conditions < 0:
             raise ValueError("k, query and meta_batch must be >= 1, inner_steps and conditions >= 0")
+        if self.zero_shot_head not in ZERO_SHOT_HEADS:
+            raise ValueError(f"zero_shot_head must be one of {', '.join(ZERO_SHOT_HEADS)}, got {self.zero_shot_head!r}")
+        if self.per_step_rates and self.adaptation.rate != "per-parameter":
+            raise ValueError(f"per-step rates are learned by Meta-SGD, not by {self.method}")
 
     @property
     def adaptation(self) -> AdaptationMethod:
@@ -129,7 +147,8 @@ class MetaTrainConfig:
     def algorithm(self) -> AlgorithmConfig:
         """The inner-loop settings (a control adapts as the method it stands in for: ``ctc-control`` as fine-tuning)."""
         first_order = not self.adaptation.second_order(self.first_order)
-        return AlgorithmConfig(self.adaptation.adapts_as, self.inner_steps, self.inner_rate, first_order, self.rate_parameterisation, self.scope)
+        return AlgorithmConfig(self.adaptation.adapts_as, self.inner_steps, self.inner_rate, first_order, self.rate_parameterisation,
+                               self.scope, self.update, self.per_step_rates)
 
     @property
     def trains_body(self) -> bool:
@@ -148,6 +167,8 @@ def load_tasks(config: MetaTrainConfig) -> tuple[list[Task], list[Task], list[st
         utterances += load_corpus(speechocean)
         sources.append(str(speechocean))
     train, dev = split_speakers(utterances)
+    for manifest in config.dev_manifests:
+        dev += load_corpus(manifest)
     train_tasks = conditioned_tasks(speaker_tasks(train, config.k + config.query), config.conditions)
     return train_tasks, conditioned_tasks(speaker_tasks(dev, config.val_k + config.val_scored), config.conditions), sources
 
@@ -177,7 +198,8 @@ class MetaTrainer:
         self.rates: LearnedRates | None = None
         if config.adaptation.rate == "per-parameter":
             shapes = {name: p.shape for name, p in self.part.params().items()}
-            self.rates = LearnedRates(shapes, config.inner_rate, config.rate_parameterisation, adapted[0].dtype, config.max_rate)
+            self.rates = LearnedRates(shapes, config.inner_rate, config.rate_parameterisation, adapted[0].dtype, config.max_rate,
+                                      steps=config.inner_steps if config.per_step_rates else 0)
             self.rates.to(adapted[0].device)
         # A frozen body's features never change: compute each clean clip's once (training and dev clips).
         self.cache: dict[str, torch.Tensor] | None = {} if not config.trains_body else None
@@ -243,32 +265,48 @@ class MetaTrainer:
         loss.backward()
         return [loss.item(), before, after]
 
-    def current_rates(self) -> dict[str, torch.Tensor] | float:
-        """Rates to adapt with now, detached: λ keyed by module names, or the scalar α."""
+    def current_rates(self) -> StepRates:
+        """Rates to adapt with now, detached: λ keyed by module names (one mapping per step with per-step rates), or the scalar α."""
         if self.rates is None:
             return self.config.inner_rate
         with torch.no_grad():
-            return {name: rate.detach().clone() for name, rate in self.rates().items()}
+            rates = self.rates()
+            steps = rates if isinstance(rates, list) else [rates]
+            detached = [{name: rate.detach().clone() for name, rate in step.items()} for step in steps]
+        return detached if isinstance(rates, list) else detached[0]
 
     def validate(self) -> dict[str, float]:
         """Dev CER without adaptation (k=0) and after ``inner_steps`` steps on ``val_k`` clips; share of speakers made worse."""
         with torch.no_grad():
             batches = encode_episodes(self.part, self.dev_episodes, self.cache)
-        scores = score_adaptation(self.part, self.dev_episodes, batches, self.current_rates(), self.config.inner_steps)
+        scores = score_adaptation(self.part, self.dev_episodes, batches, self.current_rates(), self.config.inner_steps, self.config.update)
         worse = sum(s.after.cer > s.before.cer + CER_TOLERANCE for s in scores) / len(scores)
         return {"dev_cer_k0": pooled_cer([s.before for s in scores]), "dev_cer": pooled_cer([s.after for s in scores]), "dev_worse": worse}
 
     def rate_summary(self) -> dict[str, list[float]]:
-        """``[min, median, max]`` of λ per head tensor (full names); empty for scalar-rate methods."""
-        rates = self.current_rates()
-        if not isinstance(rates, dict):
+        """``[min, median, max]`` of λ per head tensor (full names), and each tensor's step factors; empty for scalar-rate methods."""
+        rates = self.full_rates()
+        if rates is None:
             return {}
-        return {self.part.prefix + n: [float(f"{float(v):.4g}") for v in (r.min(), r.median(), r.max())] for n, r in rates.items()}
+        summary = {n: [float(f"{float(v):.4g}") for v in (r.min(), r.median(), r.max())] for n, r in rates.items()}
+        for name, factors in (self.full_step_scales() or {}).items():
+            summary[f"{name} per step"] = [float(f"{float(v):.3g}") for v in factors]
+        return summary
 
     def full_rates(self) -> dict[str, torch.Tensor] | None:
         """λ for the checkpoint: positive tensors keyed by full names (``head.scale``)."""
-        rates = self.current_rates()
-        return self.part.full_names(rates) if isinstance(rates, dict) else None
+        if self.rates is None:
+            return None
+        with torch.no_grad():
+            return self.part.full_names({name: rate.detach().clone() for name, rate in self.rates.base_rates().items()})
+
+    def full_step_scales(self) -> dict[str, torch.Tensor] | None:
+        """Each tensor's per-step factors (``[S]``) for the checkpoint, keyed by full names; ``None`` without per-step rates."""
+        scales = None if self.rates is None else self.rates.step_scales()
+        if scales is None:
+            return None
+        with torch.no_grad():
+            return self.part.full_names({name: factors.detach().clone() for name, factors in scales.items()})
 
     def state(self) -> dict[str, Any]:
         """Optimizer and λ state for a resume."""
@@ -291,6 +329,12 @@ def _unalignable(model: SpeechRecognizer, tasks: list[Task]) -> int:
     return sum(
         int(model.frame_lengths(torch.tensor(len(u.audio)))) < min_frames(encode(u.text)) for task in tasks for u in task.utterances
     )
+
+
+def run_languages(init: dict[str, Any], tasks: list[Task]) -> list[str]:
+    """Every language a run used: its init's (``en`` where the init predates the record: all its data was English) and its tasks' clips'."""
+    earlier = (init.get("provenance") or {}).get("languages") or [DEFAULT_LANGUAGE]
+    return sorted(set(earlier) | set(corpus_languages(u for task in tasks for u in task.utterances)))
 
 
 def cached_task_outputs(config: MetaTrainConfig, model: SpeechRecognizer, tasks: list[Task], progress: bool = True) -> dict[str, torch.Tensor] | None:
@@ -334,6 +378,7 @@ def meta_train(
     provenance = {
         "recipe": "meta-train", "config": asdict(config), "init": config.init, "init_method": init.get("method"),
         "data": sources or [], "scope": config.scope, "pretraining": init.get("provenance", {}),
+        "languages": run_languages(init, dev_tasks if config.adaptation.meta_training == "rate-only" else train_tasks + dev_tasks),
     }
     training = config.adaptation.meta_training
     encoder_outputs = cached_task_outputs(config, model, dev_tasks if training == "rate-only" else train_tasks + dev_tasks, progress)
@@ -356,6 +401,11 @@ def meta_train(
         trainer.load_state(state["trainer"])
         torch.set_rng_state(state["rng"])
     speakers = sorted(set(init.get("training_speakers", [])) | {task.name for task in train_tasks})
+    zero_shot = None
+    if config.zero_shot_head == "init":
+        head_names = set(head_parameter_names(model))
+        zero_shot = init.get("zero_shot_head") or {name: p.detach().clone() for name, p in model_from_checkpoint(init).named_parameters()
+                                                  if name in head_names}
     if ranks.main:
         out.mkdir(parents=True, exist_ok=True)
         log.info("%s: %d training tasks, %d dev tasks, %d clips too short for CTC alignment",
@@ -367,6 +417,7 @@ def meta_train(
             scalar_rate = config.inner_rate  # the α it meta-trained with
         return new_checkpoint(
             model, config.adaptation.adapts_as, config.inner_steps, speakers, rates=trainer.full_rates(), scalar_rate=scalar_rate,
+            step_scales=trainer.full_step_scales(), update_rule=config.update, zero_shot_head=zero_shot,
             provenance={**provenance, "training_seconds": state["elapsed"], "meta_steps": state["step"], **(extra or {})},
             state=dict(state),
         )
@@ -425,7 +476,7 @@ def _select_rate(part: AdaptedPart, dev_tasks: list[Task], config: MetaTrainConf
         raise ValueError("selecting the fine-tuning rate needs dev speakers (speechocean762-train's split)")
     episodes = EpisodeSampler(dev_tasks, config.val_k, config.val_scored, config.seed).fixed_episodes()
     part.model.eval()
-    rate, table = select_scalar_rate(part, episodes, config.inner_steps, FINETUNE_GRID)
+    rate, table = select_scalar_rate(part, episodes, config.inner_steps, FINETUNE_GRID, config.update)
     part.model.train()
     log.info("fine-tuning rate %g (dev CER by rate: %s)", rate, ", ".join(f"{r:g}: {c:.4f}" for r, c in table.items()))
     return rate, {f"{r:g}": round(c, 5) for r, c in table.items()}
@@ -436,7 +487,7 @@ def _finetune(config: MetaTrainConfig, part: AdaptedPart, init: dict[str, Any], 
     rate, table = _select_rate(part, dev_tasks, config)
     checkpoint = new_checkpoint(
         part.model, config.adaptation.adapts_as, config.inner_steps, init.get("training_speakers", []), scalar_rate=rate,
-        provenance={**provenance, "rate_grid_cer": table},
+        update_rule=config.update, provenance={**provenance, "rate_grid_cer": table},
     )
     if ranks.main:
         save_checkpoint(Path(config.out) / "last.pt", checkpoint)
@@ -483,6 +534,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="; ".join(f"{name}: {adaptation_method(name).summary}" for name in META_TRAINING_METHODS))
     parser.add_argument("--out", required=True, help="run folder: last.pt, best.pt, metrics.jsonl, training_curves.png")
     parser.add_argument("--manifest", action="append", default=[], help="extra JSONL manifest of training speakers (repeatable)")
+    parser.add_argument("--dev-manifest", action="append", default=[],
+                        help="JSONL manifest whose speakers are dev tasks only: validated on, never trained on (repeatable)")
     parser.add_argument("--speechocean", action=argparse.BooleanOptionalAction, default=True,
                         help=f"use ../shared/data/{SPEECHOCEAN} (train speakers as tasks, dev speakers for validation)")
     parser.add_argument("--minutes", type=float, default=defaults.minutes, help="wall-time budget, validation included (default: %(default)s)")
@@ -502,6 +555,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scope", choices=SCOPES, default=defaults.scope,
                         help="what the inner loop adapts (default: head, what the device adapts; the others are ablations, "
                              "encoder+gru+head for a whisper body whose last blocks pretraining trained)")
+    parser.add_argument("--update", choices=UPDATE_RULES, default=defaults.update,
+                        help="inner-loop update: sgd (θ − λ ⊙ ∇L) or normalized (each tensor's gradient over its RMS: "
+                             "steps of about λ whatever the clips' length; default: %(default)s)")
+    parser.add_argument("--per-step-rates", action=argparse.BooleanOptionalAction, default=defaults.per_step_rates,
+                        help="Meta-SGD also learns a factor per tensor and step (MAML++'s per-step rates; default: off)")
+    parser.add_argument("--zero-shot-head", choices=ZERO_SHOT_HEADS, default=defaults.zero_shot_head,
+                        help="the head users who have not enrolled get: meta (the meta-trained init, default) or init "
+                             "(--init's head; enrollment then starts from the meta-trained one)")
     parser.add_argument("--freeze-body", action=argparse.BooleanOptionalAction, default=defaults.freeze_body,
                         help="train only head init and λ, the body's features computed once and cached (default); "
                              "--no-freeze-body also trains the body through the query loss, ~10x slower per step")
@@ -521,7 +582,8 @@ def _run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         config = MetaTrainConfig(
-            init=args.init, out=args.out, method=args.method, manifests=args.manifest, speechocean=args.speechocean,
+            init=args.init, out=args.out, method=args.method, manifests=args.manifest, dev_manifests=args.dev_manifest,
+            speechocean=args.speechocean, update=args.update, per_step_rates=args.per_step_rates, zero_shot_head=args.zero_shot_head,
             minutes=args.minutes, max_steps=args.steps, inner_steps=args.inner_steps, inner_rate=args.inner_rate,
             first_order=args.first_order, k=args.k, query=args.query, meta_batch=args.meta_batch, outer_lr=args.outer_lr,
             rate_lr=args.rate_lr, max_rate=args.max_rate, reptile_step=args.reptile_step, scope=args.scope,

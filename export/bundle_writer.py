@@ -52,12 +52,14 @@ from edgemeta.runtime.bundle_format import (
     FORMAT_VERSION,
     HEAD_FILE,
     HEAD_WEIGHTS_FILE,
+    INIT_WEIGHTS_FILE,
     INT8_FILE,
     LENGTHS,
     LM_FILE,
     MANIFEST,
     MODEL_FILE,
     RATES_FILE,
+    SGD,
     STREAM_FILE,
     WAVEFORM,
     WEIGHTS_FILE,
@@ -115,20 +117,28 @@ def head_weights(model: SpeechRecognizer) -> dict[str, torch.Tensor]:
 
 
 def head_rates(checkpoint: dict[str, Any], weights: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """λ for every head parameter (broadcast to its shape) and the manifest's ``adaptation`` entry."""
+    """λ for every head parameter (broadcast to its shape) and the manifest's ``adaptation`` entry.
+
+    The entry's ``update`` is the checkpoint's update rule, ``step_scales``
+    its per-step factors (name -> S floats) or ``None``; ``init`` is filled in
+    by :func:`write_bundle` when enrollment starts from a head of its own.
+    """
     method = checkpoint.get("method", "pretrained")
     rates = checkpoint.get("rates")
+    update = {"update": checkpoint.get("update_rule") or SGD, "step_scales": None, "init": None}
     if rates:
         missing = sorted(set(weights) - set(rates))
         if missing:
             raise ValueError(f"the checkpoint's rates lack head parameters {missing}")
         tensors = {name: torch.as_tensor(rates[name]).detach().float().expand_as(w).contiguous() for name, w in weights.items()}
-        return tensors, {"method": method, "rates": "per-parameter", "scalar_rate": checkpoint.get("scalar_rate")}
+        if checkpoint.get("step_scales"):
+            update["step_scales"] = {name: [float(f) for f in checkpoint["step_scales"][name]] for name in weights}
+        return tensors, {"method": method, "rates": "per-parameter", "scalar_rate": checkpoint.get("scalar_rate"), **update}
     scalar = checkpoint.get("scalar_rate")
     source = "checkpoint" if scalar is not None else "default"
     scalar = float(scalar if scalar is not None else DEFAULT_SCALAR_RATE)
     tensors = {name: torch.full_like(w, scalar) for name, w in weights.items()}
-    return tensors, {"method": method, "rates": "scalar", "scalar_rate": scalar, "scalar_rate_source": source}
+    return tensors, {"method": method, "rates": "scalar", "scalar_rate": scalar, "scalar_rate_source": source, **update}
 
 
 def _whisper_source(model: SpeechRecognizer) -> dict[str, Any]:
@@ -175,7 +185,7 @@ def build_manifest(
     """
     config = model.config
     provenance = dict(checkpoint.get("provenance") or {})
-    for key in ("recipe", "data", "training_seconds"):
+    for key in ("recipe", "data", "languages", "training_seconds"):  # None: a checkpoint that did not record it
         provenance.setdefault(key, None)
     provenance.update(
         training_speakers=sorted(checkpoint.get("training_speakers") or []),
@@ -304,7 +314,8 @@ def torch_threads(count: int) -> Iterator[None]:
 
 
 def _write_files(staging: Path, model: SpeechRecognizer, streamer: StreamingRecognizer | None, weights: dict[str, torch.Tensor],
-                 rates: dict[str, torch.Tensor], manifest: dict[str, Any], int8: bool, stage: Callable[[str], None], progress: Progress) -> None:
+                 rates: dict[str, torch.Tensor], init_weights: dict[str, torch.Tensor], manifest: dict[str, Any], int8: bool,
+                 stage: Callable[[str], None], progress: Progress) -> None:
     """Every bundle file but the manifest, into ``staging``; ``manifest["int8"]`` filled in."""
     # The legacy exporter and TorchScript warn about their deprecation and
     # about GRU batch sizes; the parity checks cover what they warn of.
@@ -322,6 +333,8 @@ def _write_files(staging: Path, model: SpeechRecognizer, streamer: StreamingReco
     progress(f"saving {HEAD_WEIGHTS_FILE}, {RATES_FILE}")
     (staging / HEAD_WEIGHTS_FILE).write_bytes(save_safetensors(weights))
     (staging / RATES_FILE).write_bytes(save_safetensors(rates))
+    if manifest["adaptation"]["init"]:
+        (staging / INIT_WEIGHTS_FILE).write_bytes(save_safetensors(init_weights))
     stage("head")
     int8_graph = None
     if int8:
@@ -382,8 +395,13 @@ def write_bundle(
     progress(f"loading {checkpoint_path}")
     checkpoint = load_checkpoint(checkpoint_path)
     model = model_from_checkpoint(checkpoint).eval()
+    init_weights = {name: w.clone() for name, w in head_weights(model).items()}  # the model's head is replaced just below
+    rates, adaptation = head_rates(checkpoint, init_weights)
+    if checkpoint.get("zero_shot_head"):
+        # users who have not enrolled get the zero-shot head (the graph's and head.safetensors'); enrollment starts from the meta-trained one
+        model.load_state_dict(checkpoint["zero_shot_head"], strict=False)
+        adaptation["init"] = INIT_WEIGHTS_FILE
     weights = head_weights(model)
-    rates, adaptation = head_rates(checkpoint, weights)
     streamer = StreamingRecognizer(model).eval() if model.config.streams else None
     manifest = build_manifest(model, checkpoint, checkpoint_path, weights, adaptation, streamer)
     if decoder is not None:
@@ -397,7 +415,7 @@ def write_bundle(
     reports: list[parity.ParityReport] = []
     try:
         with torch_threads(1):
-            _write_files(staging, model, streamer, weights, rates, manifest, int8, stage, progress)
+            _write_files(staging, model, streamer, weights, rates, init_weights, manifest, int8, stage, progress)
             if decoder is not None:
                 shutil.copyfile(decoder.language_model, staging / LM_FILE)
             _write_manifest(staging, manifest)

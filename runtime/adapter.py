@@ -8,20 +8,29 @@ Steps, in order:
 2. the frozen body runs once (onnxruntime, base head) over the remaining clips:
    its ``features`` output feeds every later step, its log-probabilities the
    transcript check;
-3. the **guard** decides whether adaptation helps this user (rule below);
-4. if it does, the head is adapted for the bundle's S steps from the base head
-   on all remaining clips, with the bundle's learned rates λ; a non-finite or
-   rising training loss (divergence) keeps the base head.
+3. the **guard** decides whether adaptation helps this user, and how many
+   steps (rule below);
+4. if it does, the head is adapted for the chosen number of steps on all
+   remaining clips, from the bundle's enrollment head (``init.safetensors``
+   when it has one, else the base head), with the bundle's learned rates λ
+   (per step, if it learned them) and update rule; a non-finite or rising
+   training loss (divergence) keeps the base head.
 
-Guard rule. k ≥ 2 clips: K-fold with K = min(k, 5) (clip i in fold i mod K;
-k = 2 is leave-one-out); for each fold the head is adapted from the base head
-on the other folds and scored on the held-out one. Adaptation is kept when,
-pooled over all held-out clips, the CTC loss falls and the CER (of the
-bundle's decoder: what the user's transcripts will be) does not rise
-by more than ``CER_TOLERANCE`` (the evaluation's "worse" margin), and no fold
-diverged. k = 1: no clip can be held out, so the guard checks the adapted head
-on that clip itself (finite, loss falls, CER not worse): it trusts the
-meta-learned rates rather than measuring generalisation. k = 0: base head.
+Guard rule. The candidates are step counts (:func:`guard_step_counts`): S,
+S/2 and S/4 for S ≥ 4 (S alone below), and 0 (the enrollment head as it is)
+when the bundle has an enrollment head of its own. k ≥ 2 clips: K-fold with
+K = min(k, 5) (clip i in fold i mod K; k = 2 is leave-one-out); for each fold
+the head is adapted on the other folds once, for the most steps, keeping the
+head at each candidate count, and every kept head is scored on the held-out
+fold. A candidate qualifies when, pooled over all held-out clips, its CTC
+loss is below the base head's and its CER (of the bundle's decoder: what the
+user's transcripts will be) is at most ``CER_TOLERANCE`` (the evaluation's
+"worse" margin) above the base head's, and no fold diverged for it. The
+qualifying candidate of lowest held-out CER is chosen (then lowest loss,
+then fewest steps); none qualifying keeps the base head. k = 1: no clip can
+be held out, so the guard checks each candidate on that clip itself: it
+trusts the meta-learned rates rather than measuring generalisation. k = 0:
+base head.
 
 The support loss is :func:`edgemeta.runtime.ctc_loss.ctc_loss` and the
 steps are :func:`edgemeta.runtime.update_rule.adapt`: the loss and the loop
@@ -33,7 +42,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -46,7 +55,7 @@ from edgemeta.runtime.ctc_loss import concatenated_targets, ctc_loss
 from edgemeta.runtime.metrics import ErrorCounts
 from edgemeta.runtime.recognizer import Recognizer
 from edgemeta.runtime.text import encode, normalize_text
-from edgemeta.runtime.update_rule import Rates, adapt
+from edgemeta.runtime.update_rule import StepRates, adapt
 
 MAX_FOLDS = 5
 CER_TOLERANCE = 0.01
@@ -70,8 +79,16 @@ class Scores:
 
 
 @dataclass
+class Candidate:
+    """One step count the guard tried and its pooled held-out scores (``None``: it diverged in a fold)."""
+
+    steps: int
+    scores: Scores | None
+
+
+@dataclass
 class GuardReport:
-    """What the guard measured on held-out clips and what it decided."""
+    """What the guard measured on held-out clips and what it decided: ``after`` and ``steps`` are the chosen candidate's."""
 
     rule: str
     folds: int
@@ -79,6 +96,14 @@ class GuardReport:
     after: Scores
     accepted: bool
     reason: str
+    steps: int = 0
+    candidates: list[Candidate] = field(default_factory=list)
+
+
+def guard_step_counts(steps: int, has_init_head: bool) -> list[int]:
+    """The step counts the guard compares for a bundle of S = ``steps`` (module docstring)."""
+    counts = sorted({max(1, steps // 4), max(1, steps // 2), steps}) if steps >= 4 else [steps]
+    return [0, *counts] if has_init_head and 0 not in counts else counts
 
 
 @dataclass
@@ -113,16 +138,19 @@ class HeadTrainer:
     """Gradient steps on the bundle's TorchScript head over cached body features.
 
     ``torch.func`` refuses TorchScript modules, so the head's own parameters
-    are set to the starting weights, stepped in place by
-    :func:`~edgemeta.runtime.update_rule.adapt` under plain autograd, and read
-    back as new tensors.
+    are set to the starting weights (:attr:`start`: the bundle's enrollment
+    head), stepped in place by :func:`~edgemeta.runtime.update_rule.adapt`
+    under plain autograd, and read back as new tensors. :attr:`base` is the
+    head users who have not enrolled get.
     """
 
-    def __init__(self, bundle: Bundle, rates: Rates | float | None = None) -> None:
+    def __init__(self, bundle: Bundle, rates: StepRates | None = None) -> None:
         self.head = bundle.load_head()
         self.head.eval()
         self.base = {name: w.float() for name, w in bundle.head_weights().items()}
-        self.rates = bundle.rates() if rates is None else rates
+        self.start = {name: w.float() for name, w in bundle.init_weights().items()}
+        self.rates = bundle.step_rates() if rates is None else rates
+        self.rule = bundle.update_rule
         own = dict(self.head.named_parameters())  # head.pt names them exactly as the manifest does
         self.params = {name: own[name] for name in self.base}
 
@@ -141,19 +169,29 @@ class HeadTrainer:
         return F.log_softmax(self.head(features), dim=-1)
 
     def adapt(self, features: torch.Tensor, frame_lengths: torch.Tensor, targets: Sequence[Sequence[int]], steps: int,
-              final_loss: bool = True) -> tuple[dict[str, torch.Tensor], list[float]]:
-        """``steps`` updates from the base head on a batch; returns the adapted weights and the loss before each step (and after the last, with ``final_loss``)."""
-        self.load(self.base)
+              final_loss: bool = True, keep: Collection[int] = ()) -> tuple[dict[str, torch.Tensor], list[float], dict[int, dict[str, torch.Tensor]]]:
+        """``steps`` updates from :attr:`start` on a batch.
+
+        Returns the adapted weights, the loss before each step (and after the
+        last, with ``final_loss``) and the weights after each step count in
+        ``keep`` (0: the start).
+        """
+        self.load(self.start)
         labels, label_lengths = concatenated_targets(targets)
+        kept = {0: self.weights()} if 0 in keep else {}
 
         def loss_of(_: Mapping[str, torch.Tensor]) -> torch.Tensor:  # the head reads self.params, which adapt steps in place
             return ctc_loss(self.log_probs(features), labels, frame_lengths, label_lengths)
 
-        _, losses = adapt(self.params, loss_of, self.rates, steps, in_place=True)
+        def after_step(step: int, _: Mapping[str, torch.Tensor]) -> None:
+            if step in keep:
+                kept[step] = self.weights()
+
+        _, losses = adapt(self.params, loss_of, self.rates, steps, in_place=True, rule=self.rule, after_step=after_step)
         if final_loss:
             with torch.no_grad():
                 losses.append(loss_of(self.params))
-        return self.weights(), [float(loss) for loss in losses]
+        return self.weights(), [float(loss) for loss in losses], kept
 
     @torch.no_grad()
     def score(self, weights: Mapping[str, torch.Tensor], features: torch.Tensor, frame_lengths: torch.Tensor, targets: Sequence[Sequence[int]], texts: Sequence[str], counts: ErrorCounts,
@@ -187,7 +225,7 @@ class Adapter:
         self,
         bundle: Bundle,
         threads: int = 1,
-        rates: Rates | float | None = None,
+        rates: StepRates | None = None,
         steps: int | None = None,
         guard: bool = True,
         check_clips: bool = True,
@@ -210,7 +248,7 @@ class Adapter:
         return batch, lengths
 
     def _guard(self, features: list[np.ndarray], targets: list[list[int]], texts: list[str], base: Sequence[float], base_cer: float) -> GuardReport:
-        """The guard's K-fold (module docstring); ``base``/``base_cer``: the base head's per-clip losses and CER on all clips.
+        """The guard's K-fold over step counts (module docstring); ``base``/``base_cer``: the base head's per-clip losses and CER on all clips.
 
         Every clip is held out exactly once, so the base head's held-out scores
         are its scores on all clips, which :meth:`enroll` has already computed:
@@ -223,29 +261,42 @@ class Adapter:
             count = min(k, MAX_FOLDS)
             rule = f"{count}-fold over {k} clips (clip i in fold i mod {count})"
             folds = [([i for i in range(k) if i % count != f], [i for i in range(k) if i % count == f]) for f in range(count)]
-        losses_after: list[float] = []
-        counts_after = ErrorCounts()
+        step_counts = guard_step_counts(self.steps, self.bundle.has_init_head)
+        rule += f", step counts {', '.join(map(str, step_counts))}"
+        losses: dict[int, list[float]] = {s: [] for s in step_counts}
+        counts = {s: ErrorCounts() for s in step_counts}
+        diverged: set[int] = set()
         for train, held in folds:
             x, n = self.batch([features[i] for i in train])
-            adapted, train_losses = self.trainer.adapt(x, n, [targets[i] for i in train], self.steps)
-            if not _finite(adapted, train_losses):
-                nan = Scores(float("nan"), float("nan"))
-                return GuardReport(rule, len(folds), nan, nan, False, "adaptation diverged (NaN or Inf) in a guard fold")
+            _, _, kept = self.trainer.adapt(x, n, [targets[i] for i in train], max(step_counts), final_loss=False, keep=step_counts)
             x, n = self.batch([features[i] for i in held])
             held_targets, held_texts = [targets[i] for i in held], [texts[i] for i in held]
-            losses_after += self.trainer.score(adapted, x, n, held_targets, held_texts, counts_after, self.decode)
+            for steps, weights in kept.items():
+                if steps in diverged or not _finite(weights, []):
+                    diverged.add(steps)
+                    continue
+                losses[steps] += self.trainer.score(weights, x, n, held_targets, held_texts, counts[steps], self.decode)
         before = Scores(float(np.mean([base[i] for _, held in folds for i in held])), base_cer)
-        after = Scores(float(np.mean(losses_after)), counts_after.cer)
-        if not math.isfinite(after.loss):
-            return GuardReport(rule, len(folds), before, after, False, "adaptation diverged (held-out loss not finite)")
-        if after.loss >= before.loss:
-            reason = f"held-out loss would rise ({before.loss:.3f} -> {after.loss:.3f})"
-            return GuardReport(rule, len(folds), before, after, False, reason)
-        if after.cer > before.cer + CER_TOLERANCE:
-            reason = f"held-out CER would rise ({before.cer:.3f} -> {after.cer:.3f})"
-            return GuardReport(rule, len(folds), before, after, False, reason)
-        reason = f"held-out loss {before.loss:.3f} -> {after.loss:.3f}, CER {before.cer:.3f} -> {after.cer:.3f}"
-        return GuardReport(rule, len(folds), before, after, True, reason)
+        candidates = [Candidate(s, None if s in diverged or not math.isfinite(float(np.mean(losses[s])))
+                                else Scores(float(np.mean(losses[s])), counts[s].cer)) for s in step_counts]
+        qualified = [c for c in candidates if c.scores is not None and c.scores.loss < before.loss
+                     and c.scores.cer <= before.cer + CER_TOLERANCE]
+        if qualified:
+            chosen = min(qualified, key=lambda c: (c.scores.cer, c.scores.loss, c.steps))
+            change = "falls" if chosen.scores.cer < before.cer else "stays level" if chosen.scores.cer == before.cer else "rises within the tolerance"
+            reason = (f"{chosen.steps} steps: held-out loss {before.loss:.3f} -> {chosen.scores.loss:.3f}, "
+                      f"CER {before.cer:.3f} -> {chosen.scores.cer:.3f} ({change})")
+            return GuardReport(rule, len(folds), before, chosen.scores, True, reason, chosen.steps, candidates)
+        finite = [c for c in candidates if c.scores is not None]
+        if not finite:
+            nan = Scores(float("nan"), float("nan"))
+            return GuardReport(rule, len(folds), before, nan, False, "adaptation diverged (NaN or Inf) in a guard fold", 0, candidates)
+        best = min(finite, key=lambda c: (c.scores.loss, c.steps))
+        if best.scores.loss >= before.loss:
+            reason = f"held-out loss would rise ({before.loss:.3f} -> {best.scores.loss:.3f} at best, {best.steps} steps)"
+        else:
+            reason = f"held-out CER would rise ({before.cer:.3f} -> {best.scores.cer:.3f} with {best.steps} steps, the lowest loss)"
+        return GuardReport(rule, len(folds), before, best.scores, False, reason, 0, candidates)
 
     def enroll(self, clips: Sequence[EnrollmentClip]) -> Enrollment:
         """Check, guard and adapt on ``clips``; never raises for a bad clip (it is left out)."""
@@ -303,8 +354,9 @@ class Adapter:
                 result.seconds["total"] = time.perf_counter() - started
                 return result
 
+        steps = result.guard.steps if result.guard is not None else self.steps
         update_start = time.perf_counter()
-        adapted, train_losses = self.trainer.adapt(x, n, targets, self.steps, final_loss=False)  # scored just below, on the same clips
+        adapted, train_losses, _ = self.trainer.adapt(x, n, targets, steps, final_loss=False)  # scored just below, on the same clips
         result.seconds["update"] = time.perf_counter() - update_start
         counts = ErrorCounts()
         after = Scores(float(np.mean(self.trainer.score(adapted, x, n, targets, texts, counts, self.decode))), counts.cer)
@@ -315,7 +367,8 @@ class Adapter:
             result.after = result.before
             result.decision = f"adaptation diverged (training loss rose {result.before.loss:.3f} -> {after.loss:.3f}): keeping the base head"
         else:
-            result.weights, result.adapted, result.after, result.steps = adapted, True, after, self.steps
-            result.decision = f"adapted the head with {self.steps} steps on {len(usable)} clips"
+            result.weights, result.adapted, result.after, result.steps = adapted, True, after, steps
+            chosen = " (the guard's choice)" if result.guard is not None and len(result.guard.candidates) > 1 else ""
+            result.decision = f"adapted the head with {steps} steps{chosen} on {len(usable)} clips"
         result.seconds["total"] = time.perf_counter() - started
         return result

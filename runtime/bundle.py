@@ -57,10 +57,12 @@ from edgemeta.runtime.bundle_format import (
     FORMAT_VERSION,
     HEAD_FILE,
     HEAD_WEIGHTS_FILE,
+    INIT_WEIGHTS_FILE,
     MANIFEST,
     MODEL_FILE,
     RATES_FILE,
     REQUIRED_FILES,
+    UPDATE_RULES,
     UPGRADES,
 )
 from edgemeta.runtime.ctc_decode import BeamSearch, Decoder, greedy_decode, word_list_search
@@ -69,6 +71,8 @@ from edgemeta.runtime.text import VOCABULARY
 
 if TYPE_CHECKING:
     import torch
+
+    from edgemeta.runtime.update_rule import StepRates
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 BUILTIN_BUNDLE = Path(__file__).parent / "builtin"
@@ -174,8 +178,18 @@ class Bundle:
 
     @property
     def adaptation(self) -> dict[str, Any]:
-        """How the bundle was trained to adapt: ``method``, ``rates`` kind, ``scalar_rate``."""
+        """How the bundle was trained to adapt: ``method``, ``rates`` kind, ``scalar_rate``, ``update``, ``step_scales``, ``init``."""
         return dict(self.manifest["adaptation"])
+
+    @property
+    def update_rule(self) -> str:
+        """The enrollment steps' update rule (:data:`edgemeta.runtime.update_rule.UPDATE_RULES`)."""
+        return str(self.manifest["adaptation"]["update"])
+
+    @property
+    def has_init_head(self) -> bool:
+        """Whether enrollment starts from a head of its own (``init.safetensors``) rather than the base head."""
+        return bool(self.manifest["adaptation"].get("init"))
 
     @property
     def streaming(self) -> dict[str, Any] | None:
@@ -277,9 +291,24 @@ class Bundle:
         """Initial (base) head weights, name -> float32 tensor in PyTorch layout, manifest order."""
         return self._tensors(HEAD_WEIGHTS_FILE)
 
+    def init_weights(self) -> dict[str, torch.Tensor]:
+        """The head enrollment starts from: ``init.safetensors`` when the bundle has one, else the base head."""
+        return self._tensors(INIT_WEIGHTS_FILE) if self.has_init_head else self.head_weights()
+
     def rates(self) -> dict[str, torch.Tensor]:
         """Per-parameter learning rates λ, same names and shapes as :meth:`head_weights`."""
         return self._tensors(RATES_FILE)
+
+    def step_rates(self) -> StepRates:
+        """The rates enrollment steps with: λ, or one mapping per step (λ times each tensor's factor for that step)."""
+        from edgemeta.runtime.update_rule import per_step_rates  # torch only where the device trains
+
+        scales = self.manifest["adaptation"].get("step_scales")
+        if not scales:
+            return self.rates()
+        if set(scales) != set(self.head_names) or any(len(v) != self.inner_steps for v in scales.values()):
+            raise BundleError(f"{self.source}: {MANIFEST}'s step_scales need {self.inner_steps} factors for each of {self.head_names}")
+        return per_step_rates(self.rates(), scales, self.inner_steps)
 
     def load_head(self) -> torch.jit.ScriptModule:
         """The head as TorchScript, input ``[batch, frames, feature_size]`` -> logits.
@@ -406,6 +435,9 @@ def read_manifest(directory: Path, source: Path) -> tuple[dict[str, Any], str]:
     files = manifest["files"]
     optional = [entry["file"] for entry in (manifest.get("streaming"), manifest.get("int8"), manifest.get("decoder")) if entry]
     optional += [manifest["external_data"]["file"]] if manifest.get("external_data") else []
+    optional += [manifest["adaptation"]["init"]] if manifest["adaptation"].get("init") else []
+    if manifest["adaptation"].get("update") not in UPDATE_RULES:
+        raise BundleError(f"{source}: {MANIFEST} has update rule {manifest['adaptation'].get('update')!r}; this runtime knows {', '.join(UPDATE_RULES)}")
     for name in (*REQUIRED_FILES, *optional):
         if name not in files:
             raise BundleError(f"{source}: {MANIFEST} does not list {name} under 'files'")

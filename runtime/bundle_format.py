@@ -16,10 +16,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-FORMAT_VERSION = 1
-# version -> function turning a manifest of that version into one of the next version
-UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
-
 # Files
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.onnx"
@@ -29,6 +25,12 @@ WEIGHTS_FILE = "weights.bin"  # external data of model.onnx and stream.onnx
 HEAD_FILE = "head.pt"
 HEAD_WEIGHTS_FILE = "head.safetensors"
 RATES_FILE = "rates.safetensors"
+INIT_WEIGHTS_FILE = "init.safetensors"  # optional: the head enrollment starts from, when it is not the base head
+
+# manifest["adaptation"]["update"]: how a step turns a gradient into a move (edgemeta.runtime.update_rule)
+SGD = "sgd"
+NORMALIZED = "normalized"
+UPDATE_RULES = (SGD, NORMALIZED)
 LM_FILE = "lm.npz"
 REQUIRED_FILES = (MODEL_FILE, HEAD_FILE, HEAD_WEIGHTS_FILE, RATES_FILE)
 
@@ -59,3 +61,16 @@ def state_name(part: str) -> str:
 def new_state_name(state: str) -> str:
     """Output name that carries the next value of the state input ``state`` (``state.gru`` -> ``new_state.gru``)."""
     return NEW_STATE_PREFIX + state
+
+
+FORMAT_VERSION = 2
+
+
+def _upgrade_1(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 added how enrollment steps (``adaptation``: ``update``, ``step_scales``, ``init``); version 1 stepped plain SGD from the base head."""
+    adaptation = {"update": SGD, "step_scales": None, "init": None, **manifest["adaptation"]}
+    return {**manifest, "format_version": 2, "adaptation": adaptation}
+
+
+# version -> function turning a manifest of that version into one of the next version
+UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_1}

@@ -1,7 +1,10 @@
 """Exported tiny bundles shared by every export, bundle and runtime test of a session.
 
 ``bundle_dir``: a tiny ``cnn-gru`` model (streams); ``whisper_bundle_dir``: a tiny
-random ``whisper-tiny.en`` body (takes whole segments, no ``stream.onnx``).
+random ``whisper-tiny.en`` body (takes whole segments, no ``stream.onnx``);
+``enrolling_bundle_dir``: the same whisper body with what meta-training on
+mismatch writes (normalised steps, rates per step, a zero-shot head apart
+from the head enrollment starts from).
 Import the fixtures into a test module (``from export_fixtures import bundle_dir, ...``).
 pytest would build an imported session fixture once per importing module, so
 the export itself is cached here, module-wide.
@@ -83,6 +86,38 @@ def whisper_bundle_dir(whisper_checkpoint: Path, tmp_path_factory: pytest.TempPa
         assert run_export_command([str(whisper_checkpoint), str(out), "--int8"]) == 0
         _EXPORTED["whisper"] = out
     return _EXPORTED["whisper"]
+
+
+ENROLLING_STEPS = 4
+
+
+@pytest.fixture(scope="session")
+def enrolling_checkpoint(whisper_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``whisper_checkpoint`` as ``edgemeta meta-train --update normalized --per-step-rates --zero-shot-head init`` writes one:
+    S = 4 steps with distinct factors per tensor and step, the model's head the enrollment start, the zero-shot head another."""
+    checkpoint = load_checkpoint(whisper_checkpoint)
+    generator = torch.Generator().manual_seed(1)
+    heads = {name: w for name, w in checkpoint["model"].items() if name.startswith("head.")}
+    checkpoint.update(
+        inner_steps=ENROLLING_STEPS,
+        update_rule="normalized",
+        rates={name: torch.full_like(w, 0.02) for name, w in heads.items()},
+        step_scales={name: torch.linspace(1.5, 0.5, ENROLLING_STEPS) * (1 + i) for i, name in enumerate(heads)},
+        zero_shot_head={name: w + 0.05 * torch.randn(w.shape, generator=generator) for name, w in heads.items()},
+    )
+    path = tmp_path_factory.mktemp("enrolling-ckpt") / "enrolling.pt"
+    save_checkpoint(path, checkpoint)
+    return path
+
+
+@pytest.fixture(scope="session")
+def enrolling_bundle_dir(enrolling_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The enrolling checkpoint exported once through the CLI."""
+    if "enrolling" not in _EXPORTED:
+        out = tmp_path_factory.mktemp("enrolling-bundle") / "enrolling"
+        assert run_export_command([str(enrolling_checkpoint), str(out)]) == 0
+        _EXPORTED["enrolling"] = out
+    return _EXPORTED["enrolling"]
 
 
 @pytest.fixture

@@ -20,7 +20,14 @@ from edgemeta.meta_learning import adapt_head
 from edgemeta.runtime.adapter import Adapter
 from edgemeta.runtime.bundle import load_bundle
 from edgemeta.runtime.text import normalize_text
-from export_fixtures import bundle_dir, exported_model, one_torch_thread  # noqa: F401 (fixtures)
+from export_fixtures import (  # noqa: F401 (fixtures)
+    bundle_dir,
+    enrolling_bundle_dir,
+    enrolling_checkpoint,
+    exported_model,
+    one_torch_thread,
+    whisper_checkpoint,
+)
 from runtime_helpers import enrollment_clips
 
 # Largest |θ'_trainer − θ'_device| allowed, relative to the largest |θ' − θ|.
@@ -32,9 +39,10 @@ from runtime_helpers import enrollment_clips
 RELATIVE_TOLERANCE = 1e-3
 
 
-def test_trainer_inner_loop_and_device_enrollment_reach_the_same_head(tiny_checkpoint: Path, bundle_dir: Path, exported_model) -> None:  # noqa: F811
+def _same_head(checkpoint_path: Path, bundle_dir: Path) -> dict[str, torch.Tensor]:
+    """Adapt by both paths, check the heads agree, and return the device's."""
     clips = enrollment_clips()
-    checkpoint = load_checkpoint(tiny_checkpoint)
+    checkpoint = load_checkpoint(checkpoint_path)
     bundle = load_bundle(bundle_dir)
     assert bundle.inner_steps == checkpoint["inner_steps"] > 1
 
@@ -42,13 +50,23 @@ def test_trainer_inner_loop_and_device_enrollment_reach_the_same_head(tiny_check
     device = Adapter(bundle, guard=False, check_clips=False).enroll(clips)
     assert device.adapted and device.steps == bundle.inner_steps, device.decision
 
-    base = bundle.head_weights()
+    base = bundle.init_weights()
     assert set(trainer) == set(device.weights) == set(base)
     step = max(float((trainer[name] - base[name]).abs().max()) for name in base)
     gap = max(float((trainer[name] - device.weights[name]).abs().max()) for name in base)
     assert step > 0
     assert gap <= RELATIVE_TOLERANCE * step, f"heads differ by {gap:.2e}, the step is {step:.2e}"
+    return device.weights
 
+
+def test_trainer_inner_loop_and_device_enrollment_reach_the_same_head(tiny_checkpoint: Path, bundle_dir: Path, exported_model) -> None:  # noqa: F811
+    weights = _same_head(tiny_checkpoint, bundle_dir)
     # The device's adapted head, fed to model.onnx by name, gives the PyTorch model's output with that head.
-    report = parity.compare_model(exported_model, bundle.session(), [c.audio for c in clips], device.weights)
+    report = parity.compare_model(exported_model, load_bundle(bundle_dir).session(), [c.audio for c in enrollment_clips()], weights)
     assert report.passed(), report
+
+
+def test_normalised_per_step_enrollment_from_an_own_head_is_the_trainers(enrolling_checkpoint: Path, enrolling_bundle_dir: Path) -> None:  # noqa: F811
+    """The same agreement with the normalised rule, rates per step and an enrollment head apart from the zero-shot one:
+    the trainer starts from the checkpoint's model head, the device from init.safetensors."""
+    _same_head(enrolling_checkpoint, enrolling_bundle_dir)

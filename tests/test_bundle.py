@@ -20,7 +20,15 @@ from edgemeta.runtime import bundle_format
 from edgemeta.runtime.bundle import BUILTIN_BUNDLE, BundleError, load_bundle, manifest_checksum
 from edgemeta.runtime.bundle_format import FORMAT_VERSION, MANIFEST
 from edgemeta.runtime.cli import main as runtime_main
-from export_fixtures import bundle_archive, bundle_dir, copy_bundle, one_torch_thread  # noqa: F401 (fixtures)
+from export_fixtures import (  # noqa: F401 (fixtures)
+    bundle_archive,
+    bundle_dir,
+    copy_bundle,
+    enrolling_bundle_dir,
+    enrolling_checkpoint,
+    one_torch_thread,
+    whisper_checkpoint,
+)
 from conftest import REPO
 
 
@@ -210,3 +218,51 @@ print("ok", sorted(m for m in sys.modules if m.startswith("edgemeta")))
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok")
+
+
+def test_a_bundle_that_enrolls_from_its_own_head_keeps_the_zero_shot_head_in_the_graph(enrolling_bundle_dir: Path, enrolling_checkpoint: Path) -> None:  # noqa: F811
+    """The zero-shot head is what the graph, head.safetensors and head.pt hold (users who never enrolled);
+    init.safetensors the meta-trained head enrollment starts from; the rates come per step, λ times each step's factor."""
+    checkpoint = load_checkpoint(enrolling_checkpoint)
+    bundle = load_bundle(enrolling_bundle_dir)
+    assert bundle.update_rule == "normalized" and bundle.has_init_head and bundle.inner_steps == 4
+    for name, weight in bundle.head_weights().items():
+        torch.testing.assert_close(weight, checkpoint["zero_shot_head"][name], rtol=0, atol=0)
+        torch.testing.assert_close(bundle.init_weights()[name], checkpoint["model"][name], rtol=0, atol=0)
+    steps = bundle.step_rates()
+    assert len(steps) == 4
+    for step, rates in enumerate(steps):
+        for name, rate in rates.items():
+            torch.testing.assert_close(rate, checkpoint["rates"][name] * float(checkpoint["step_scales"][name][step]))
+    model = model_from_checkpoint(checkpoint).eval()
+    model.load_state_dict(checkpoint["zero_shot_head"], strict=False)
+    audio = np.random.default_rng(0).standard_normal((1, 8000)).astype(np.float32) * 0.1
+    graph = bundle.session().run(None, {"waveform": audio, "lengths": np.array([8000])})[0]
+    with torch.no_grad():
+        expected = model(torch.from_numpy(audio), torch.tensor([8000])).numpy()
+    np.testing.assert_allclose(graph, expected, atol=1e-3)
+
+
+def test_a_format_1_bundle_steps_plain_sgd_from_its_base_head(bundle_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Bundles written before format 2 (the built-in one among them, until rebuilt) load with the rule they were trained for."""
+    copy = copy_bundle(bundle_dir, tmp_path)
+
+    def as_version_1(manifest: dict[str, Any]) -> None:
+        for key in ("update", "step_scales", "init"):
+            del manifest["adaptation"][key]
+        manifest["format_version"] = 1
+
+    edit_manifest(copy, as_version_1)
+    old = load_bundle(copy)
+    assert old.manifest["format_version"] == FORMAT_VERSION == 2
+    assert old.update_rule == "sgd" and not old.has_init_head
+    for name, rate in old.step_rates().items():
+        torch.testing.assert_close(rate, old.rates()[name], rtol=0, atol=0)
+        torch.testing.assert_close(old.init_weights()[name], old.head_weights()[name], rtol=0, atol=0)
+
+
+def test_an_unknown_update_rule_is_refused(bundle_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    copy = copy_bundle(bundle_dir, tmp_path)
+    edit_manifest(copy, lambda manifest: manifest["adaptation"].update(update="adam"))
+    with pytest.raises(BundleError, match=r"update rule 'adam'; this runtime knows sgd, normalized"):
+        load_bundle(copy)

@@ -9,6 +9,7 @@ import torch
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint, new_checkpoint
 from edgemeta.corpus import Utterance
 from edgemeta.meta_learning import (
+    MAX_STEP_FACTOR,
     AdaptedPart,
     AlgorithmConfig,
     LearnedRates,
@@ -93,6 +94,45 @@ def test_meta_sgd_gradients_match_finite_differences(double_model: SpeechRecogni
         assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-9), name
 
 
+def test_per_step_rates_and_normalised_steps_have_exact_gradients(double_model: SpeechRecognizer) -> None:
+    """Second-order Meta-SGD with the normalised rule and a factor per tensor and step: d(query loss after 3 steps)/d(λ, step
+    factors, head init) against finite differences; each step's factors get their own, non-zero gradient."""
+    config = AlgorithmConfig("meta-sgd", inner_steps=3, scope="head", update="normalized", per_step_rates=True)
+    part = AdaptedPart(double_model)
+    rates = LearnedRates({n: p.shape for n, p in part.params().items()}, 0.01, "log", torch.float64, steps=3)
+    with torch.no_grad():
+        rates.step_raw.copy_(0.3 * torch.randn(rates.step_raw.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64))
+    clips = utterances("s", 4)
+    objective = lambda: _objective(double_model, rates, config, clips, k=2)  # noqa: E731
+    groups = {"rates": list(rates.raw), "step factors": [rates.step_raw], "head": list(double_model.head.parameters())}
+    loss = objective()
+    everything = [t for group in groups.values() for t in group]
+    gradients = dict(zip(map(id, everything), torch.autograd.grad(loss, everything)))
+    assert (gradients[id(rates.step_raw)].abs() > 0).all()
+    for seed, (name, tensors) in enumerate(groups.items()):
+        analytic, numeric = _directional_check(objective, tensors, [gradients[id(t)] for t in tensors], seed)
+        assert abs(analytic) > 1e-6, name
+        assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-9), name
+
+
+def test_normalised_steps_move_each_tensor_by_its_rate_whatever_the_gradient_scale(tiny_model: SpeechRecognizer) -> None:
+    """The normalised rule's move does not depend on the loss's scale (short clips' larger gradients); plain SGD's does."""
+    from edgemeta.runtime.update_rule import adapt
+
+    part = AdaptedPart(tiny_model)
+    batch = encode_clips(part, utterances("s", 3))
+    start = {n: p.detach().requires_grad_() for n, p in part.params().items()}
+    moves = {}
+    for rule in ("sgd", "normalized"):
+        for scale in (1.0, 100.0):
+            end = adapt(start, lambda at: scale * task_loss(part, at, batch), 0.01, 1, rule=rule)[0]
+            moves[rule, scale] = {n: (end[n] - start[n]).detach() for n in start}
+    for name in start:
+        torch.testing.assert_close(moves["normalized", 1.0][name], moves["normalized", 100.0][name])
+        torch.testing.assert_close(moves["sgd", 100.0][name], 100 * moves["sgd", 1.0][name])
+        assert float(moves["normalized", 1.0][name].pow(2).mean().sqrt()) == pytest.approx(0.01, rel=1e-4)
+
+
 def test_second_order_differs_from_first_order_by_the_hessian_term(double_model: SpeechRecognizer) -> None:
     """MAML with one step: ∇θ_second − ∇θ_first = −α H_support(θ) ∇L_query(θ'), and it is not small.
 
@@ -143,6 +183,19 @@ def test_learned_rates_start_at_init_stay_positive_and_bounded(parameterisation:
     rates.bound_()
     for value in rates().values():
         torch.testing.assert_close(value, torch.full_like(value, 0.5))
+
+
+def test_per_step_factors_start_at_one_and_stay_within_their_bounds() -> None:
+    rates = LearnedRates({"w": torch.Size([3, 2]), "b": torch.Size([2])}, 0.02, steps=4)
+    steps = rates()
+    assert len(steps) == 4 and all(torch.equal(step["w"], rates.base_rates()["w"]) for step in steps)
+    with torch.no_grad():
+        rates.step_raw[0].add_(100.0)
+        rates.step_raw[1].sub_(100.0)
+    rates.bound_()
+    factors = rates.step_scales()
+    torch.testing.assert_close(factors["w"], torch.full((4,), MAX_STEP_FACTOR))
+    torch.testing.assert_close(factors["b"], torch.full((4,), 1 / MAX_STEP_FACTOR))
 
 
 def test_adaptation_lowers_the_support_loss(tiny_checkpoint) -> None:

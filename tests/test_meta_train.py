@@ -167,6 +167,28 @@ def test_checkpoint_fields_metrics_and_plot(init: dict, tmp_path: Path) -> None:
     assert (tmp_path / "run" / "best.pt").is_file()
 
 
+def test_per_step_normalised_meta_sgd_keeps_the_init_head_for_users_who_never_enroll(init: dict, tmp_path: Path) -> None:
+    """``--update normalized --per-step-rates --zero-shot-head init``: the checkpoint holds S factors per head tensor that
+    meta-training moved, the rule, and the init's head as the zero-shot head while its own head moved on."""
+    config = tiny_config(tmp_path / "run", inner_steps=3, update="normalized", per_step_rates=True, zero_shot_head="init",
+                         freeze_body=True, inner_rate=0.01)
+    final = meta_train(config, init, tasks("t", 3), tasks("d", 2), progress=False)
+    head_names = sorted(n for n in final["model"] if n.startswith("head."))
+    assert final["update_rule"] == "normalized" and sorted(final["step_scales"]) == head_names == sorted(final["zero_shot_head"])
+    assert all(final["step_scales"][n].shape == (3,) for n in head_names)
+    assert any(not torch.allclose(final["step_scales"][n], torch.ones(3)) for n in head_names)
+    for name in head_names:
+        assert torch.equal(final["zero_shot_head"][name], init["model"][name])
+    assert any(not torch.equal(final["model"][n], init["model"][n]) for n in head_names)
+    summary = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])["rates"]
+    assert len(summary["head.output.weight per step"]) == 3
+
+
+def test_per_step_rates_need_a_learned_rate() -> None:
+    with pytest.raises(ValueError, match="per-step rates are learned by Meta-SGD, not by fomaml"):
+        MetaTrainConfig(method="fomaml", per_step_rates=True)
+
+
 def test_resume_gives_the_uninterrupted_result(init: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     train, dev = tasks("t", 3), tasks("d", 2)
     uninterrupted = meta_train(tiny_config(tmp_path / "a"), init, train, dev, progress=False)

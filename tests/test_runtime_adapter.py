@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from edgemeta.runtime.adapter import CER_TOLERANCE, Adapter, EnrollmentClip
+from edgemeta.runtime.adapter import CER_TOLERANCE, Adapter, EnrollmentClip, guard_step_counts
 from edgemeta.runtime.audio import SAMPLE_RATE, resample
 from edgemeta.runtime.bundle import Bundle, load_bundle
 from edgemeta.runtime.clip_checks import MISMATCH_NATS_PER_CHAR, alignment_score, signal_problem, transcript_problem
 from edgemeta.runtime.metrics import ErrorCounts
 from edgemeta.runtime.text import encode, normalize_text
-from export_fixtures import bundle_dir  # noqa: F401  (session fixture)
+from export_fixtures import bundle_dir, enrolling_bundle_dir, enrolling_checkpoint, whisper_checkpoint  # noqa: F401  (session fixtures)
 from runtime_helpers import enrollment_clips
 
 
@@ -98,6 +98,41 @@ def test_guard_rule_for_fewer_than_three_clips(bundle: Bundle) -> None:
     assert two.guard.rule.startswith("2-fold over 2 clips") and two.guard.folds == 2
     none = Adapter(bundle).enroll([])
     assert not none.adapted and none.decision.startswith("no usable clips")
+
+
+@pytest.mark.parametrize("steps, has_init, counts", [(3, False, [3]), (1, True, [0, 1]), (4, True, [0, 1, 2, 4]),
+                                                     (20, False, [5, 10, 20]), (20, True, [0, 5, 10, 20])])
+def test_guard_step_counts(steps: int, has_init: bool, counts: list[int]) -> None:
+    assert guard_step_counts(steps, has_init) == counts
+
+
+def test_guard_chooses_the_step_count_of_lowest_held_out_cer_and_enrollment_takes_it(enrolling_bundle_dir) -> None:  # noqa: F811
+    """A bundle with its own enrollment head and S = 4: the guard compares 0, 1, 2 and 4 steps fold by fold, each held-out
+    clip decoded once per count; the choice is the qualifying count of lowest CER; the final head is that many steps
+    from the enrollment head on all clips. A refusal keeps the zero-shot head."""
+    bundle = load_bundle(enrolling_bundle_dir)
+    adapter = Adapter(bundle)
+    decode, decoded = adapter.decode, []
+    adapter.decode = lambda log_probs, length=None: decoded.append(length) or decode(log_probs, length)
+    clips = enrollment_clips()
+    result = adapter.enroll(clips)
+    guard = result.guard
+    assert [c.steps for c in guard.candidates] == [0, 1, 2, 4] and guard.rule.endswith("step counts 0, 1, 2, 4")
+    assert len(decoded) == 6 * (1 + 4 + result.adapted)
+    qualified = [c for c in guard.candidates if c.scores is not None and c.scores.loss < guard.before.loss
+                 and c.scores.cer <= guard.before.cer + CER_TOLERANCE]
+    assert guard.accepted == bool(qualified) == result.adapted, result.decision
+    if not qualified:
+        for name, weight in bundle.head_weights().items():
+            assert torch.equal(result.weights[name], weight)
+        return
+    best = min(qualified, key=lambda c: (c.scores.cer, c.scores.loss, c.steps))
+    assert guard.steps == best.steps == result.steps and guard.after == best.scores
+    texts = [normalize_text(c.text) for c in clips]
+    x, n = adapter.batch([o.features for o in adapter.recognizer.infer([c.audio for c in clips])])
+    expected = adapter.trainer.adapt(x, n, [encode(t) for t in texts], best.steps)[0]
+    for name, weight in expected.items():
+        torch.testing.assert_close(result.weights[name], weight)
 
 
 def test_bad_clips_are_named_and_left_out(bundle: Bundle) -> None:
