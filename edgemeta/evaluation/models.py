@@ -17,6 +17,7 @@ from edgemeta.meta_learning import AdaptedPart, ClipBatch, adapt_head, decode, e
 from edgemeta.runtime.adapter import Adapter, EnrollmentClip
 from edgemeta.runtime.bundle import BundleError, is_archive, load_bundle
 from edgemeta.runtime.recognizer import Recognizer
+from edgemeta.runtime.update_rule import SGD, per_step_rates
 
 
 @dataclass
@@ -61,14 +62,17 @@ class CheckpointModel:
         self.checkpoint = load_checkpoint(path)
         scope = self.checkpoint.get("provenance", {}).get("scope", "head")
         self.part = AdaptedPart(model_from_checkpoint(self.checkpoint).eval(), scope)
-        self.base = {n: p.detach() for n, p in self.part.params().items()}
+        zero_shot = self.checkpoint.get("zero_shot_head")  # users who never enrolled get it; enrollment starts from the model's head
+        self.base = self.part.module_names(zero_shot) if zero_shot else {n: p.detach() for n, p in self.part.params().items()}
         self.steps = int(self.checkpoint["inner_steps"])
+        self.rule = self.checkpoint.get("update_rule") or SGD
         self.method = self.checkpoint.get("method")
         self.training_speakers = set(self.checkpoint.get("training_speakers") or [])
         scalar = self.checkpoint.get("scalar_rate")
         self.scalar_rate = None if scalar is None else float(scalar)
         self.scalar_rate_source = f"checkpoint {path.name}"
-        self.rates = dict(self.checkpoint["rates"]) if self.checkpoint.get("rates") else self.scalar_rate
+        rates, scales = self.checkpoint.get("rates"), self.checkpoint.get("step_scales")
+        self.rates = (per_step_rates(dict(rates), scales, self.steps) if scales else dict(rates)) if rates else self.scalar_rate
         self.has_rates = self.rates is not None
 
     def prepare(self, scored: list[Utterance]) -> ClipBatch:
@@ -84,7 +88,7 @@ class CheckpointModel:
         """S steps of the update rule from the stored head; ``rates=None``: the checkpoint's own."""
         # adapt_head adapts only the head of a bare model; a checkpoint dict (rebuilt per call) keeps its scope.
         source = self.part.model if self.part.scope == "head" else self.checkpoint
-        return Adaptation(adapt_head(source, support, self.steps, self.rates if rates is None else rates), True)
+        return Adaptation(adapt_head(source, support, self.steps, self.rates if rates is None else rates, self.rule), True)
 
 
 class BundleModel:
