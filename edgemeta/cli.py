@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "edgemeta.meta_train",
     "edgemeta.evaluation.command",
     "edgemeta.export.command",
+    "edgemeta.bundle_checkpoint",
     "edgemeta.word_frequencies",
     "edgemeta.benchmarks.peers",
     "edgemeta.recipe",
