@@ -5,6 +5,11 @@ Decoding thousands of Ogg/WAV files is the slow part of starting a run, so the
 ``$XDG_CACHE_HOME/edgemeta/audio`` (never beside the manifest: shared corpora
 are read-only), keyed by the manifest's clips and their files' sizes and
 modification times.
+
+Each utterance keeps its clip's ``language`` (ISO 639-1; ``en`` where the
+manifest has none), so a training run can record every language it used
+(:func:`corpus_languages`): the bundle's provenance lists them, and an
+evaluation of "languages never trained on" picks outside that list.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 from tqdm import tqdm
@@ -25,16 +31,18 @@ from edgemeta.runtime.text import normalize_text
 
 log = logging.getLogger(__name__)
 MAX_CLIP_SECONDS = 30.0
+DEFAULT_LANGUAGE = "en"  # a manifest without a ``language`` key: speechocean762 and the English synthetic corpora
 
 
 @dataclass
 class Utterance:
-    """One clip in memory: 16 kHz float32 audio and its normalised transcript."""
+    """One clip in memory: 16 kHz float32 audio, its normalised transcript and its language (ISO 639-1)."""
 
     audio: np.ndarray
     text: str
     speaker: str
     source: str
+    language: str = DEFAULT_LANGUAGE
 
 
 def cache_root() -> Path:
@@ -100,8 +108,24 @@ def load_corpus(
         if not text:
             log.warning("skipping %s: transcript is empty after normalisation", clip.audio)
             continue
-        utterances.append(Utterance(audio, text, clip.speaker, str(clip.audio)))
+        utterances.append(Utterance(audio, text, clip.speaker, str(clip.audio), clip_language(clip)))
     return utterances
+
+
+def clip_language(clip: Clip) -> str:
+    """A manifest clip's ``language`` key, :data:`DEFAULT_LANGUAGE` where it has none."""
+    return str(clip.extra.get("language", DEFAULT_LANGUAGE))
+
+
+def corpus_languages(data: Iterable[Utterance | str | Path]) -> list[str]:
+    """Sorted distinct languages of utterances and of every clip of manifests (paths), for a checkpoint's provenance."""
+    languages = set()
+    for item in data:
+        if isinstance(item, Utterance):
+            languages.add(item.language)
+        else:
+            languages.update(clip_language(clip) for clip in read_manifest(item))
+    return sorted(languages)
 
 
 def speakers_of(utterances: list[Utterance]) -> list[str]:

@@ -1,12 +1,19 @@
-"""Prompt text for synthetic speech: a small English grammar written for this project.
+"""Prompt text for synthetic speech: a small English grammar written for this project, narrow vocabularies, other languages.
 
 Sentences come from templates (statements, questions, commands, numbers and
 digit strings) filled from the word lists below, deterministically from a
 ``random.Random``. When a system word list exists (``/usr/share/dict/words``,
 Debian ``wamerican``) it can add rarer words at run time; nothing from it is
-stored in the repository. Every prompt is returned already normalised by
+stored in the repository. English prompts are returned already normalised by
 :func:`edgemeta.runtime.text.normalize_text`, so synthesizers speak exactly
 the transcript (``"4 7"`` becomes ``"four seven"`` before synthesis).
+
+Narrow vocabularies (:data:`NARROW_VOCABULARIES`) are the case where a user's
+own clips teach the most: every prompt of ``digits`` is a digit string spelled
+as words (1-7 digits), every prompt of ``commands`` one of a few dozen device
+commands. :func:`word_sentence` strings words of another language together as
+that language writes them (accents and all, so a synthesizer pronounces them
+right); its transcript is the normalised sentence.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import random
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from edgemeta.runtime.text import normalize_text
 
@@ -74,6 +81,24 @@ _TEMPLATES: tuple[str, ...] = (
     "{det} {noun} was {adj} and {adj} {place}",
     "do not {verb} {det} {adj} {noun}",
 )
+_COMMAND_TEMPLATES: tuple[str, ...] = (
+    "turn {onoff} the {device}",
+    "switch {onoff} the {device}",
+    "set a timer for {minutes} minutes",
+    "set an alarm for {hour} o'clock",
+    "call {contact}",
+    "send a message to {contact}",
+    "open the {opening}",
+    "close the {opening}",
+    "volume {updown}",
+    "play the next song",
+    "stop the music",
+    "what time is it",
+    "what is the weather {time}",
+)
+COMMAND_DEVICES = ("lights", "radio", "heating", "fan", "television", "oven", "alarm")
+COMMAND_OPENINGS = ("door", "window", "garage", "curtains")
+COMMAND_CONTACTS = ("anna", "ben", "maria", "sam", "mum", "dad")
 _DICTIONARY_TEMPLATES: tuple[str, ...] = (
     "please say the word {word}",
     "{name} wrote {word} on {det} {noun}",
@@ -92,18 +117,21 @@ def load_dictionary(path: Path = SYSTEM_WORDS) -> tuple[str, ...]:
     return tuple(sorted({w for w in words if 3 <= len(w) <= 10 and w.isascii() and w.isalpha() and w.islower()}))
 
 
-def _digits(rng: random.Random) -> str:
-    return " ".join(str(rng.randrange(10)) for _ in range(rng.randint(3, 7)))
+def _digits(rng: random.Random, shortest: int = 3, longest: int = 7) -> str:
+    return " ".join(str(rng.randrange(10)) for _ in range(rng.randint(shortest, longest)))
 
 
 def _fill(field: str, rng: random.Random, extra_words: Sequence[str]) -> str:
     choices = {
         "det": DETERMINERS, "adj": ADJECTIVES, "noun": NOUNS, "nouns": PLURAL_NOUNS, "past": VERBS_PAST,
         "verb": VERBS_BASE, "name": NAMES, "place": PLACES, "prep": PREPOSITIONS, "time": TIME_WORDS,
-        "onoff": ("on", "off"), "word": extra_words,
+        "onoff": ("on", "off"), "word": extra_words, "device": COMMAND_DEVICES, "opening": COMMAND_OPENINGS,
+        "contact": COMMAND_CONTACTS, "updown": ("up", "down"),
     }
     if field == "digits":
         return _digits(rng)
+    if field in ("minutes", "hour"):
+        return str(rng.randint(1, 60 if field == "minutes" else 12))
     if field == "count":
         return str(rng.choice((rng.randint(2, 12), rng.randint(13, 99), rng.randint(100, 999))))
     return rng.choice(choices[field])
@@ -120,3 +148,21 @@ def generate_prompts(count: int, seed: int, extra_words: Sequence[str] = ()) -> 
     """``count`` normalised sentences, the same for the same seed and word list."""
     rng = random.Random(seed)
     return [generate_prompt(rng, extra_words) for _ in range(count)]
+
+
+def digit_string(rng: random.Random) -> str:
+    """One to seven digits spelled as words (``"three one four seven"``): the ``digits`` vocabulary."""
+    return normalize_text(_digits(rng, 1, 7))
+
+
+def command(rng: random.Random) -> str:
+    """One normalised device command (``"turn on the lights"``): the ``commands`` vocabulary."""
+    return normalize_text(_FIELD.sub(lambda m: _fill(m.group(1), rng, ()), rng.choice(_COMMAND_TEMPLATES)))
+
+
+NARROW_VOCABULARIES: dict[str, Callable[[random.Random], str]] = {"digits": digit_string, "commands": command}
+
+
+def word_sentence(rng: random.Random, words: Sequence[str], shortest: int = 4, longest: int = 8) -> str:
+    """``shortest``-``longest`` words drawn uniformly from ``words``, as written (not normalised)."""
+    return " ".join(rng.choice(words) for _ in range(rng.randint(shortest, longest)))

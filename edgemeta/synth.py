@@ -4,7 +4,16 @@ A speaker is a :class:`VoiceSpec` (engine, voice, variant, pitch, rate); a
 corpus gives each speaker its own channel condition (room, noise, band limit,
 gain: :mod:`edgemeta.augment`) and its own generated prompts
 (:mod:`edgemeta.prompts`). Everything is drawn from one seed, so the same
-seed writes the same manifest and the same audio.
+seed writes the same manifest and the same audio. Every clip records its
+``language`` (ISO 639-1).
+
+Besides open English prompts, a corpus can hold the tasks where a user's own
+clips teach the most: English speakers reading only a narrow vocabulary
+(``--vocabulary digits|commands``; their speaker ids end in ``-digits`` or
+``-commands``, apart from the same voice reading open prompts), or espeak-ng
+speakers of other languages (``--languages``, split into train, dev and test
+by ``splits/languages.json``) reading sentences of their language's most
+frequent words, transcripts folded to the model's 28 characters.
 
 flite is never a default engine: its rms and awb voices are the voices no
 model is trained on, kept for evaluation (``edgemeta synth --engine flite``).
@@ -24,19 +33,25 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import soundfile
 from tqdm import tqdm
 
 from edgemeta.augment import ChannelCondition, peak_normalize
-from edgemeta.prompts import generate_prompt, load_dictionary
+from edgemeta.prompts import NARROW_VOCABULARIES, generate_prompt, load_dictionary, word_sentence
 from edgemeta.runtime.audio import SAMPLE_RATE, resample, write_audio
 from edgemeta.runtime.manifest import Clip, read_manifest, write_manifest
+from edgemeta.runtime.text import normalize_text
+from edgemeta.splits import LANGUAGE_PARTS, select_languages
+from edgemeta.word_frequencies import common_words
 
 TRAINING_ENGINES = ("espeak-ng", "festival")
+OPEN_VOCABULARY = "open"
+VOCABULARIES = (OPEN_VOCABULARY, *NARROW_VOCABULARIES)
 ENGINES = (*TRAINING_ENGINES, "flite")
 ENGINE_BINARIES = {"espeak-ng": "espeak-ng", "festival": "festival", "flite": "flite"}
 ENGINE_PACKAGES = {"espeak-ng": "espeak-ng", "festival": "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts", "flite": "flite"}
@@ -88,6 +103,11 @@ class VoiceSpec:
             return f"festival-{FESTIVAL_VOICES[self.voice]}{pitch}-s{self.rate:g}"
         return f"flite-{self.voice}" + (f"-s{self.rate:g}" if self.rate != 1.0 else "")
 
+    @property
+    def language(self) -> str:
+        """ISO 639-1 code of what the voice speaks: an espeak-ng voice's language (``es``, ``en-gb`` → ``en``), else ``en``."""
+        return self.voice.split("-")[0] if self.engine == "espeak-ng" else "en"
+
 
 def require_engine(engine: str) -> None:
     """Raise :class:`SynthesisError` when ``engine`` is unknown or its program is not installed."""
@@ -118,13 +138,17 @@ def speaker_variant(speaker_id: str) -> str | None:
 
 
 def trained_variants(model: str | Path) -> frozenset[str]:
-    """espeak-ng variants of the training speakers recorded in a bundle (folder or archive) or a checkpoint."""
+    """espeak-ng variants of the training speakers recorded in a bundle (folder or archive) or a checkpoint, or of a manifest's speakers."""
     from edgemeta.checkpoint import load_checkpoint
     from edgemeta.runtime.bundle import is_archive, load_bundle
 
     path = Path(model)
-    speakers = (load_bundle(path).training_speakers if path.is_dir() or is_archive(path)
-                else load_checkpoint(path).get("training_speakers") or [])
+    if path.suffix == ".jsonl":
+        speakers = [clip.speaker for clip in read_manifest(path)]
+    elif path.is_dir() or is_archive(path):
+        speakers = load_bundle(path).training_speakers
+    else:
+        speakers = load_checkpoint(path).get("training_speakers") or []
     return frozenset(v for v in map(speaker_variant, speakers) if v is not None)
 
 
@@ -186,6 +210,25 @@ def sample_speakers(n: int, seed: int, engines: tuple[str, ...] = TRAINING_ENGIN
             chosen.setdefault(voice.speaker_id, voice)
             index += 1
         speakers.extend(chosen.values())
+    return speakers
+
+
+def language_speakers(languages: list[str], per_language: int, seed: int,
+                      excluded_variants: frozenset[str] = frozenset()) -> list[VoiceSpec]:
+    """``per_language`` espeak-ng speakers of each language, each a different variant with its own pitch and rate.
+
+    A language's speakers are drawn from ``seed`` and the language alone, so
+    they are the same whichever other languages are asked for.
+    """
+    require_engine("espeak-ng")
+    variants = _variants(excluded_variants)
+    if per_language > len(variants):
+        raise SynthesisError(f"espeak-ng offers {len(variants)} variants; {per_language} speakers per language were asked for")
+    speakers = []
+    for language in languages:
+        rng = random.Random(f"{seed}/{language}")
+        speakers += [VoiceSpec("espeak-ng", language, rng.choice(ESPEAK_PITCHES), rng.choice(ESPEAK_RATES), variant)
+                     for variant in rng.sample(variants, per_language)]
     return speakers
 
 
@@ -258,13 +301,29 @@ def synthesize(text: str, voice: VoiceSpec) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _SpeakerJob:
-    """All clips of one speaker: one synthesizer session, one channel condition."""
+    """All clips of one speaker: one synthesizer session, one channel condition.
+
+    ``texts`` are what the synthesizer reads; each clip's transcript is its
+    text normalised (the same text for English prompts, which come normalised).
+    """
 
     speaker_index: int
+    speaker: str
     voice: VoiceSpec
     condition: ChannelCondition | None
     texts: list[str]
     audio_paths: list[Path]
+    labels: dict[str, str]
+
+
+def _speaker_job(out_dir: Path, seed: int, speaker_index: int, speaker: str, voice: VoiceSpec, clips: int, conditions: bool,
+                 prompt: Callable[[random.Random], str], labels: dict[str, str]) -> _SpeakerJob:
+    """Speaker ``speaker_index``'s condition and ``clips`` prompts, drawn from the seed and its speaker id."""
+    condition = ChannelCondition.sample(np.random.default_rng([seed, speaker_index, 0, 0])) if conditions else None
+    text_rng = random.Random(f"{seed}/{speaker}")
+    texts = [prompt(text_rng) for _ in range(clips)]
+    audio_paths = [out_dir / "audio" / speaker / f"{i:04d}.wav" for i in range(clips)]
+    return _SpeakerJob(speaker_index, speaker, voice, condition, texts, audio_paths, labels)
 
 
 def _render(job: _SpeakerJob, seed: int) -> list[Clip]:
@@ -272,6 +331,7 @@ def _render(job: _SpeakerJob, seed: int) -> list[Clip]:
         "engine": job.voice.engine,
         "voice": {k: v for k, v in asdict(job.voice).items() if k != "engine"},
         "condition": asdict(job.condition) if job.condition is not None else None,
+        **job.labels,
     }
     clips = []
     for clip_index, (speech, text, audio_path) in enumerate(zip(synthesize_many(job.texts, job.voice), job.texts, job.audio_paths)):
@@ -280,7 +340,7 @@ def _render(job: _SpeakerJob, seed: int) -> list[Clip]:
             audio = job.condition.apply(audio, np.random.default_rng([seed, job.speaker_index, clip_index, 1]))
         audio_path.parent.mkdir(parents=True, exist_ok=True)
         write_audio(audio_path, audio)
-        clips.append(Clip(audio_path, text, job.voice.speaker_id, extra))
+        clips.append(Clip(audio_path, normalize_text(text), job.speaker, extra))
     return clips
 
 
@@ -293,34 +353,68 @@ def synthesize_corpus(
     conditions: bool = True,
     workers: int = 2,
     excluded_variants: frozenset[str] = frozenset(),
+    vocabulary: str = OPEN_VOCABULARY,
 ) -> Path:
     """Write ``speakers`` × ``clips`` 16 kHz WAVs and ``manifest.jsonl`` under ``out_dir``; return the manifest.
 
     Each speaker gets one channel condition (``conditions=False``: clean audio)
-    and its own prompts; ``excluded_variants`` as in :func:`sample_speakers`. A speaker whose synthesis fails is reported on stderr
-    and left out; the run fails only if none succeeds.
+    and its own prompts: open English ones, or only those of a narrow
+    ``vocabulary`` (``digits``, ``commands``; its speaker ids end in
+    ``-<vocabulary>``). ``excluded_variants`` as in :func:`sample_speakers`.
+    A speaker whose synthesis fails is reported on stderr and left out; the
+    run fails only if none succeeds.
+    """
+    if vocabulary not in VOCABULARIES:
+        raise SynthesisError(f"unknown vocabulary {vocabulary!r}; choose from {', '.join(VOCABULARIES)}")
+    out_dir = Path(out_dir)
+    prompt = partial(generate_prompt, extra_words=load_dictionary()) if vocabulary == OPEN_VOCABULARY else NARROW_VOCABULARIES[vocabulary]
+    suffix = "" if vocabulary == OPEN_VOCABULARY else f"-{vocabulary}"
+    labels = {"language": "en", **({"vocabulary": vocabulary} if suffix else {})}
+    jobs = [_speaker_job(out_dir, seed, index, voice.speaker_id + suffix, voice, clips, conditions, prompt, labels)
+            for index, voice in enumerate(sample_speakers(speakers, seed, engines, excluded_variants))]
+    return _write_corpus(out_dir, jobs, seed, workers)
+
+
+def synthesize_language_corpus(
+    out_dir: str | Path,
+    languages: list[str],
+    speakers_per_language: int = 2,
+    clips: int = 10,
+    seed: int = 0,
+    conditions: bool = True,
+    workers: int = 2,
+    excluded_variants: frozenset[str] = frozenset(),
+) -> Path:
+    """espeak-ng speakers of ``languages`` (ISO 639-1) reading sentences of their language's common words; returns the manifest.
+
+    Speakers as :func:`language_speakers`; each reads ``clips`` sentences of
+    4-8 words from wordfreq's 2,000 most frequent words of its language
+    (:func:`edgemeta.word_frequencies.common_words`), spoken as the language
+    writes them, transcribed folded to the vocabulary. Conditions and failures
+    as in :func:`synthesize_corpus`.
     """
     out_dir = Path(out_dir)
-    extra_words = load_dictionary()
     jobs = []
-    for speaker_index, voice in enumerate(sample_speakers(speakers, seed, engines, excluded_variants)):
-        condition_rng = np.random.default_rng([seed, speaker_index, 0, 0])
-        condition = ChannelCondition.sample(condition_rng) if conditions else None
-        text_rng = random.Random(f"{seed}/{voice.speaker_id}")
-        texts = [generate_prompt(text_rng, extra_words) for _ in range(clips)]
-        audio_paths = [out_dir / "audio" / voice.speaker_id / f"{i:04d}.wav" for i in range(clips)]
-        jobs.append(_SpeakerJob(speaker_index, voice, condition, texts, audio_paths))
+    for index, voice in enumerate(language_speakers(languages, speakers_per_language, seed, excluded_variants)):
+        words = common_words(voice.language)
+        jobs.append(_speaker_job(out_dir, seed, index, voice.speaker_id, voice, clips, conditions,
+                                 partial(word_sentence, words=words), {"language": voice.language}))
+    return _write_corpus(out_dir, jobs, seed, workers)
+
+
+def _write_corpus(out_dir: Path, jobs: list[_SpeakerJob], seed: int, workers: int) -> Path:
+    """Render the speakers (``workers`` synthesizers at a time) and write their manifest; failed speakers are skipped."""
     written: list[Clip] = []
     failures: list[str] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool, \
-            tqdm(total=speakers * clips, desc="synthesizing", unit="clip", file=sys.stderr) as progress:
+            tqdm(total=sum(len(job.texts) for job in jobs), desc="synthesizing", unit="clip", file=sys.stderr) as progress:
         futures = [pool.submit(_render, job, seed) for job in jobs]
         for job, future in zip(jobs, futures):
             try:
                 written.extend(future.result())
             except SynthesisError as error:
                 failures.append(str(error))
-                print(f"skipped speaker {job.voice.speaker_id}: {error}", file=sys.stderr)
+                print(f"skipped speaker {job.speaker}: {error}", file=sys.stderr)
             progress.update(len(job.texts))
     if not written:
         raise SynthesisError(f"no clip could be synthesized into {out_dir}; first error: {failures[0]}")
@@ -337,6 +431,19 @@ examples:
   edgemeta synth --out data/flite --engine flite --speakers 2 --clips 20 --no-effects
   # espeak-ng speakers whose variants none of a model's training speakers used
   edgemeta synth --out data/espeak-unseen --engine espeak-ng --speakers 8 --clips 20 --no-effects --unseen-by runtime/builtin
+
+  # other languages: 3 espeak-ng speakers of every train language of edgemeta/splits/languages.json
+  edgemeta synth --out data/languages-train --languages train --speakers-per-language 3 --clips 20 --no-effects
+  edgemeta synth --out data/languages-test --languages test --speakers-per-language 2 --clips 20 --no-effects
+  edgemeta synth --out data/es-fr --languages es,fr --speakers-per-language 2 --clips 25
+
+  # narrow vocabulary: English espeak-ng speakers reading only digit strings ("three one four seven")
+  edgemeta synth --out data/digits-train --vocabulary digits --engine espeak-ng --speakers 40 --clips 20 --no-effects
+  # dev digit speakers: no variant the training digit speakers used (--unseen-by also reads a manifest)
+  edgemeta synth --out data/digits-dev --vocabulary digits --engine espeak-ng --speakers 6 --clips 20 --no-effects \\
+      --seed 1 --unseen-by data/digits-train/manifest.jsonl
+  # device commands ("turn on the lights")
+  edgemeta synth --out data/commands --vocabulary commands --engine espeak-ng --speakers 10 --clips 20
 """
 
 
@@ -345,8 +452,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "synth",
         help="synthesize a multi-speaker corpus (WAVs + manifest.jsonl)",
-        description="Synthesize a multi-speaker corpus with generated prompts, deterministic from --seed. "
-        "flite (voices rms, awb) is only used when asked for: it holds the unseen evaluation voices.",
+        description="Synthesize a multi-speaker corpus with generated prompts, deterministic from --seed: open English, "
+        "a narrow vocabulary (--vocabulary), or espeak-ng voices of other languages (--languages; every clip records its "
+        "language). flite (voices rms, awb) is only used when asked for: it holds the unseen evaluation voices.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -359,21 +467,40 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-effects", action="store_true", help="clean audio: no noise, reverberation, band limit or gain")
     parser.add_argument("--workers", type=int, default=2, help="parallel synthesizer processes (default 2)")
     parser.add_argument("--unseen-by", type=Path, action="append", default=[], metavar="MODEL",
-                        help="a bundle or checkpoint: draw no espeak-ng variant its training speakers used (repeatable)")
+                        help="a bundle, checkpoint or manifest: draw no espeak-ng variant its (training) speakers used (repeatable)")
+    parser.add_argument("--vocabulary", choices=VOCABULARIES, default=OPEN_VOCABULARY,
+                        help="what the speakers read: open English prompts (default), only digit strings, or only device commands")
+    parser.add_argument("--languages", metavar="|".join(LANGUAGE_PARTS) + "|CODES",
+                        help="espeak-ng speakers of other languages instead: a part of edgemeta/splits/languages.json "
+                             "or comma-separated ISO 639-1 codes (es,fr); --speakers and --engine do not apply")
+    parser.add_argument("--speakers-per-language", type=int, default=2, metavar="N", help="with --languages: speakers of each language (default 2)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``edgemeta synth`` from parsed arguments."""
     started = time.perf_counter()
+    if args.languages is not None and (args.engines or args.vocabulary != OPEN_VOCABULARY):
+        print("edgemeta synth: --languages speaks each language's own words with espeak-ng: it takes no --engine or --vocabulary",
+              file=sys.stderr)
+        return 1
+    try:
+        languages = select_languages(args.languages) if args.languages is not None else None
+    except ValueError as error:
+        print(f"edgemeta synth: --languages: {error}", file=sys.stderr)
+        return 1
     try:
         excluded = frozenset().union(*(trained_variants(model) for model in args.unseen_by))
-    except (OSError, ValueError) as error:  # a missing or unreadable bundle/checkpoint, named in the message
+    except (OSError, ValueError) as error:  # a missing or unreadable bundle/checkpoint/manifest, named in the message
         print(f"edgemeta synth: --unseen-by: {error}", file=sys.stderr)
         return 1
     try:
-        manifest = synthesize_corpus(args.out, args.speakers, args.clips, args.seed,
-                                     tuple(args.engines or TRAINING_ENGINES), not args.no_effects, args.workers, excluded)
+        if languages is not None:
+            manifest = synthesize_language_corpus(args.out, languages, args.speakers_per_language, args.clips, args.seed,
+                                                  not args.no_effects, args.workers, excluded)
+        else:
+            manifest = synthesize_corpus(args.out, args.speakers, args.clips, args.seed, tuple(args.engines or TRAINING_ENGINES),
+                                         not args.no_effects, args.workers, excluded, args.vocabulary)
     except SynthesisError as error:
         print(f"edgemeta synth: {error}", file=sys.stderr)
         return 1

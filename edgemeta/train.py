@@ -29,7 +29,7 @@ from tqdm import tqdm
 from edgemeta.augment import random_augment
 from edgemeta.batching import length_buckets, pad_audio, pad_targets
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint, new_checkpoint, save_checkpoint
-from edgemeta.corpus import Utterance, load_corpus, speakers_of
+from edgemeta.corpus import DEFAULT_LANGUAGE, Utterance, corpus_languages, load_corpus, speakers_of
 from edgemeta.encoder_cache import CachedClips, cached_encoder_outputs
 from edgemeta.model import BODIES, WHISPER_TINY_EN, ModelConfig, SpeechRecognizer, new_model
 from edgemeta.runtime.ctc_decode import greedy_decode_batch
@@ -248,6 +248,8 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
         lengths = [train_cache.frame_count(i) for i in range(len(data.train))]
         batch_budget = int(config.batch_seconds * model.config.sample_rate) // model.config.hop_length // 2
         spec_augment = SpecAugment(feature_mask=model.config.encoder_config.width // 8) if config.spec_augment else None
+    # whisper tiny.en's encoder was pretrained on English speech besides what this run trains on
+    languages = sorted(set(corpus_languages(data.train + data.dev)) | ({DEFAULT_LANGUAGE} if whisper else set()))
     unalignable = sum(int(model.frame_lengths(torch.tensor(len(u.audio)))) < min_frames(encode(u.text)) for u in data.train)
     log.info("%d training clips (%.2f h, %d speakers), %d dev clips; %d clips too short for CTC alignment",
              len(data.train), sum(len(u.audio) for u in data.train) / 16000 / 3600, len(speakers), len(data.dev), unalignable)
@@ -255,7 +257,8 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
 
     def save(name: str) -> None:
         state["optimizer"] = optimizer.state_dict()
-        provenance = {"recipe": "pretrain", "data": data.sources, "config": asdict(config), "training_seconds": state["elapsed"]}
+        provenance = {"recipe": "pretrain", "data": data.sources, "languages": languages, "config": asdict(config),
+                      "training_seconds": state["elapsed"]}
         save_checkpoint(out / name, new_checkpoint(model, "pretrained", 3, speakers, provenance=provenance, state=state))
 
     def evaluate_dev() -> float:

@@ -1,5 +1,8 @@
 """Word frequencies for the decoder's character language model, and ``edgemeta lm``, which builds it from them.
 
+The same package's lists of other languages supply the words that synthetic
+speakers of those languages read (:func:`common_words`).
+
 Word counts come from running text a user gives (their own domain: commands,
 names) or, by default, from the `wordfreq` package's English word
 frequencies (data CC BY-SA 4.0, see its README), scaled to a corpus of
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
 
@@ -30,6 +34,9 @@ DEFAULT_MIN_COUNT = 500.0  # wordfreq counts are scaled to DEFAULT_CORPUS_WORDS
 DEFAULT_TOP_WORDS = 100_000
 DEFAULT_CORPUS_WORDS = 1e8
 WORDFREQ_ATTRIBUTION = "wordfreq English word frequencies (Robyn Speer et al., data CC BY-SA 4.0)"
+DEFAULT_COMMON_WORDS = 2000
+# wordfreq files Croatian, Bosnian and Serbian (Latin script) together as Serbo-Croatian.
+WORDFREQ_CODES = {"hr": "sh"}
 
 
 def wordfreq_counts(top_words: int = DEFAULT_TOP_WORDS, corpus_words: float = DEFAULT_CORPUS_WORDS) -> dict[str, float]:
@@ -42,6 +49,22 @@ def wordfreq_counts(top_words: int = DEFAULT_TOP_WORDS, corpus_words: float = DE
         if normalized and " " not in normalized:
             counts[normalized] = counts.get(normalized, 0.0) + wordfreq.word_frequency(word, "en") * corpus_words
     return counts
+
+
+@lru_cache(maxsize=None)
+def common_words(language: str, count: int = DEFAULT_COMMON_WORDS) -> tuple[str, ...]:
+    """wordfreq's ``count`` most frequent words of ``language`` (ISO 639-1), spelled as the language writes them.
+
+    Words with a digit (the normaliser would spell it in English) or with no
+    letter left after :func:`normalize_text` are left out, so every word folds
+    to a non-empty transcript in the model's vocabulary.
+    """
+    import wordfreq
+
+    words = wordfreq.top_n_list(WORDFREQ_CODES.get(language, language), count)
+    if not words:
+        raise ValueError(f"wordfreq has no word list for language {language!r}")
+    return tuple(w for w in words if not any(c.isdigit() for c in w) and any(c.isalpha() for c in normalize_text(w)))
 
 
 def english_model(top_words: int = DEFAULT_TOP_WORDS) -> CharNgram:

@@ -1,7 +1,9 @@
 """The character vocabulary and the text normaliser shared by trainer and device.
 
 Normalisation rule (documented in the README): Unicode is folded to ASCII
-(accents dropped), letters are lower-cased, digits are spelled out as English
+(accents dropped: "é" -> "e"; letters Unicode does not decompose are spelled
+in ASCII: "ß" -> "ss", "æ" -> "ae", "ø" -> "o", "ł" -> "l", "ı" -> "i", ...),
+letters are lower-cased, digits are spelled out as English
 words ("42" -> "forty two", "3.5" -> "three point five"), ``&`` becomes "and"
 and ``%`` "percent", hyphens, slashes and underscores separate words, and any
 other character is dropped. Runs of spaces collapse to one.
@@ -50,6 +52,11 @@ def _spell_number(match: re.Match[str]) -> str:
     return f" {words} "
 
 
+# Latin letters that NFKD leaves whole (no combining mark to drop): spelled as their languages write them in ASCII.
+_LETTERS_WITHOUT_DECOMPOSITION = str.maketrans({
+    "ß": "ss", "ẞ": "SS", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O", "ł": "l", "Ł": "L",
+    "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "TH", "ı": "i", "ħ": "h", "Ħ": "H", "ŋ": "ng", "Ŋ": "NG",
+})
 _NUMBER = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")
 _SEPARATORS = re.compile(r"[-_/\\]")
 _NOT_IN_VOCABULARY = re.compile(r"[^a-z' ]")
@@ -58,7 +65,7 @@ _SPACES = re.compile(r" +")
 
 def normalize_text(text: str) -> str:
     """Map free text onto the model's character vocabulary (see module docstring)."""
-    text = text.replace("\u2019", "'").replace("`", "'")
+    text = text.replace("\u2019", "'").replace("`", "'").translate(_LETTERS_WITHOUT_DECOMPOSITION)
     text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
     text = text.lower().replace("&", " and ").replace("%", " percent ")
     text = _NUMBER.sub(_spell_number, text)

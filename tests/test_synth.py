@@ -77,7 +77,7 @@ def test_corpus_is_deterministic_and_readable(tmp_path: Path) -> None:
     assert first.read_text() == second.read_text()
     assert len(clips_a) == 10 and len({c.speaker for c in clips_a}) == 5
     assert {c.extra["engine"] for c in clips_a} == {"espeak-ng", "festival"}
-    assert all(set(c.extra) == {"engine", "voice", "condition"} for c in clips_a)
+    assert all(set(c.extra) == {"engine", "voice", "condition", "language"} and c.extra["language"] == "en" for c in clips_a)
     for clip_a, clip_b in zip(clips_a, clips_b):
         audio_a, rate = soundfile.read(clip_a.audio, dtype="float32")
         audio_b, _ = soundfile.read(clip_b.audio, dtype="float32")

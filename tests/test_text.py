@@ -28,6 +28,18 @@ def test_normalize_text(raw, expected):
     assert normalize_text(raw) == expected
 
 
+@pytest.mark.parametrize("raw, expected", [
+    ("Straße", "strasse"),
+    ("smørrebrød og æbler", "smorrebrod og aebler"),
+    ("Łódź był cœur", "lodz byl coeur"),
+    ("ÞAÐ ĐAK ılık İstanbul", "thad dak ilik istanbul"),
+    ("señor não können", "senor nao konnen"),
+])
+def test_letters_of_latin_script_languages_fold_to_their_ascii_spelling(raw, expected):
+    """Accents are dropped, and letters without a decomposition (ß, ø, ł, ı, ...) are spelled, never dropped."""
+    assert normalize_text(raw) == expected
+
+
 def test_number_words():
     assert number_to_words(0) == "zero"
     assert number_to_words(105) == "one hundred five"
