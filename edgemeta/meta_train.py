@@ -487,7 +487,7 @@ def _finetune(config: MetaTrainConfig, part: AdaptedPart, init: dict[str, Any], 
     rate, table = _select_rate(part, dev_tasks, config)
     checkpoint = new_checkpoint(
         part.model, config.adaptation.adapts_as, config.inner_steps, init.get("training_speakers", []), scalar_rate=rate,
-        update_rule=config.update, provenance={**provenance, "rate_grid_cer": table},
+        update_rule=config.update, zero_shot_head=init.get("zero_shot_head"), provenance={**provenance, "rate_grid_cer": table},
     )
     if ranks.main:
         save_checkpoint(Path(config.out) / "last.pt", checkpoint)
