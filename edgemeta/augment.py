@@ -1,17 +1,21 @@
-"""Channel effects for 16 kHz mono speech: noise, reverberation, band limit, gain, speed.
+"""Channel effects for 16 kHz mono speech: noise, reverberation, band limit, telephone, codec, gain, speed.
 
 Every function takes a 1-D float waveform as a numpy array or a torch tensor
 and returns the same kind; randomness comes only from the
 ``numpy.random.Generator`` passed in, so a seed reproduces the audio exactly.
+:data:`CHANNELS` names fixed conditions a user's clips may come through.
 """
 
 from __future__ import annotations
 
+import argparse
+import io
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TypeVar
 
 import numpy as np
+import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
@@ -22,6 +26,9 @@ Waveform = TypeVar("Waveform", np.ndarray, torch.Tensor)
 NOISE_KINDS = ("white", "pink", "babble")
 CLIP_PEAK = 0.99
 BABBLE_TALKERS = 6
+TELEPHONE_RATE = 8000
+TELEPHONE_BAND_HZ = (300.0, 3400.0)
+MU_LAW_LEVELS = 256
 
 
 def _to_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -118,13 +125,56 @@ def reverberate(x: Waveform, rt60: float, rng: np.random.Generator) -> Waveform:
     return _like(wet * (peak / wet_peak) if wet_peak > 0 else wet, x)
 
 
+def _back_to_16k(narrow: np.ndarray, rate: int, length: int) -> np.ndarray:
+    """``narrow`` (sampled at ``rate`` Hz) resampled to 16 kHz, cut or zero-padded to ``length`` samples."""
+    wide = resample(narrow, rate, SAMPLE_RATE)
+    restored = np.zeros(length, dtype=np.float32)
+    restored[: min(length, wide.size)] = wide[:length]
+    return restored
+
+
 def band_limit(x: Waveform, rate: int = 8000) -> Waveform:
     """Telephone-like channel: down to ``rate`` Hz and back to 16 kHz with the runtime's resampler."""
     audio = _to_numpy(x)
-    narrow = resample(resample(audio, SAMPLE_RATE, rate), rate, SAMPLE_RATE)
-    restored = np.zeros_like(audio)
-    restored[: min(audio.size, narrow.size)] = narrow[: audio.size]
-    return _like(restored, x)
+    return _like(_back_to_16k(resample(audio, SAMPLE_RATE, rate), rate, audio.size), x)
+
+
+def mu_law(x: Waveform) -> Waveform:
+    """8-bit μ-law companding (G.711-like): samples clipped to [-1, 1], then quantised to 256 logarithmic levels."""
+    audio = torch.from_numpy(np.clip(_to_numpy(x), -1.0, 1.0))
+    levels = AF.mu_law_encoding(audio, MU_LAW_LEVELS)
+    return _like(AF.mu_law_decoding(levels, MU_LAW_LEVELS).numpy(), x)
+
+
+def telephone(x: Waveform) -> Waveform:
+    """A G.711-like telephone line: 8 kHz sampling, a gentle 300–3400 Hz band-pass, 8-bit μ-law; back at 16 kHz."""
+    audio = _to_numpy(x)
+    narrow = torch.from_numpy(resample(audio, SAMPLE_RATE, TELEPHONE_RATE))
+    low, high = TELEPHONE_BAND_HZ
+    passed = AF.lowpass_biquad(AF.highpass_biquad(narrow, TELEPHONE_RATE, low), TELEPHONE_RATE, high)
+    return _like(_back_to_16k(mu_law(passed.numpy()), TELEPHONE_RATE, audio.size), x)
+
+
+@dataclass(frozen=True)
+class Codec:
+    """A lossy format libsndfile (inside soundfile's wheels) writes and reads in memory."""
+
+    format: str
+    subtype: str
+    compression_level: float
+
+
+# Opus's bitrate follows libsndfile's compression level: 0.99 is about 9 kbit/s on speech (libsndfile 1.2.2).
+CODECS = {"opus": Codec("OGG", "OPUS", 0.99)}
+
+
+def codec_round_trip(x: Waveform, codec: str) -> Waveform:
+    """Encode with ``codec`` (a :data:`CODECS` name) and decode again, in memory; same length (libsndfile trims Opus's pre-skip)."""
+    spec, encoded = CODECS[codec], io.BytesIO()
+    sf.write(encoded, _to_numpy(x), SAMPLE_RATE, format=spec.format, subtype=spec.subtype, compression_level=spec.compression_level)
+    encoded.seek(0)
+    decoded, _ = sf.read(encoded, dtype="float32")
+    return _like(decoded, x)
 
 
 def gain(x: Waveform, db: float) -> Waveform:
@@ -146,13 +196,19 @@ def speed_perturb(x: Waveform, factor: float) -> Waveform:
 
 @dataclass(frozen=True)
 class ChannelCondition:
-    """A recording condition: room, noise, channel bandwidth and level (``None`` leaves that effect out)."""
+    """A recording condition: room, noise, channel (bandwidth, telephone line, codec) and level (``None``/``False`` leaves an effect out)."""
 
     snr_db: float | None = None
     rt60: float | None = None
     band_limited: bool = False
     gain_db: float = 0.0
     noise_kind: str = "pink"
+    telephone: bool = False
+    codec: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.codec is not None and self.codec not in CODECS:
+            raise ValueError(f"unknown codec {self.codec!r}; choose one of {', '.join(CODECS)}")
 
     @classmethod
     def sample(cls, rng: np.random.Generator) -> "ChannelCondition":
@@ -166,7 +222,7 @@ class ChannelCondition:
         )
 
     def apply(self, x: Waveform, rng: np.random.Generator) -> Waveform:
-        """Reverberation, then noise, then band limit, then gain; scaled down if it would clip."""
+        """Reverberation, noise, band limit, telephone line, codec, then gain; scaled down if it would clip."""
         audio = _to_numpy(x)
         if self.rt60 is not None:
             audio = reverberate(audio, self.rt60, rng)
@@ -174,7 +230,38 @@ class ChannelCondition:
             audio = add_noise(audio, self.snr_db, rng, self.noise_kind)
         if self.band_limited:
             audio = band_limit(audio)
+        if self.telephone:
+            audio = telephone(audio)
+        if self.codec is not None:
+            audio = codec_round_trip(audio, self.codec)
         return _like(_limit_clipping(gain(audio, self.gain_db)), x)
+
+
+# Fixed channels a user's clips may come through, strong enough to cost a pretrained model CER (measured:
+# reports/whisper/dev/channels-*).
+CHANNELS = {
+    "8khz": ChannelCondition(band_limited=True),
+    "telephone": ChannelCondition(telephone=True),
+    "codec": ChannelCondition(codec="opus"),
+    "far-field": ChannelCondition(rt60=0.7, snr_db=20.0, noise_kind="pink"),
+    "noisy": ChannelCondition(snr_db=5.0, noise_kind="babble"),
+}
+
+
+def channel(name: str) -> ChannelCondition:
+    """The named channel of :data:`CHANNELS`; ``ValueError`` naming the choices for any other name."""
+    if name not in CHANNELS:
+        raise ValueError(f"unknown channel {name!r}; choose from {', '.join(CHANNELS)}")
+    return CHANNELS[name]
+
+
+def channel_list(value: str) -> list[str]:
+    """Command-line value type: ``"telephone,codec"`` -> ``["telephone", "codec"]``, each a :data:`CHANNELS` name."""
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [name for name in names if name not in CHANNELS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected channels from {', '.join(CHANNELS)}, comma-separated; got {value!r}")
+    return names
 
 
 def random_augment(

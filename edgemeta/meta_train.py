@@ -34,6 +34,7 @@ import torch
 from tqdm import tqdm
 
 from edgemeta.adaptation_methods import META_TRAINING_METHODS, AdaptationMethod, adaptation_method
+from edgemeta.augment import CHANNELS, channel_list
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint, new_checkpoint, save_checkpoint
 from edgemeta.corpus import DEFAULT_LANGUAGE, corpus_languages, load_corpus
 from edgemeta.distributed import Ranks
@@ -57,7 +58,7 @@ from edgemeta.runtime.adapter import CER_TOLERANCE
 from edgemeta.runtime.ctc_loss import min_frames
 from edgemeta.runtime.text import encode
 from edgemeta.runtime.update_rule import SGD, UPDATE_RULES, StepRates
-from edgemeta.speaker_tasks import Episode, EpisodeSampler, Task, conditioned_tasks, speaker_tasks, split_speakers
+from edgemeta.speaker_tasks import Episode, EpisodeSampler, Task, mismatch_tasks, speaker_tasks, split_speakers
 from edgemeta.splits import SPEECHOCEAN, shared_corpus
 from edgemeta.training_curves import plot_training_curves
 
@@ -113,6 +114,7 @@ class MetaTrainConfig:
     query: int = 5
     meta_batch: int = 4
     conditions: int = 0
+    channels: list[str] = field(default_factory=list)
     outer_lr: float = 3e-4
     rate_lr: float = 3e-2
     max_rate: float | None = 1.0
@@ -169,8 +171,8 @@ def load_tasks(config: MetaTrainConfig) -> tuple[list[Task], list[Task], list[st
     train, dev = split_speakers(utterances)
     for manifest in config.dev_manifests:
         dev += load_corpus(manifest)
-    train_tasks = conditioned_tasks(speaker_tasks(train, config.k + config.query), config.conditions)
-    return train_tasks, conditioned_tasks(speaker_tasks(dev, config.val_k + config.val_scored), config.conditions), sources
+    train_tasks = mismatch_tasks(speaker_tasks(train, config.k + config.query), config.conditions, config.channels)
+    return train_tasks, mismatch_tasks(speaker_tasks(dev, config.val_k + config.val_scored), config.conditions, config.channels), sources
 
 
 def _learning_rate_factor(config: MetaTrainConfig, step: int, elapsed: float) -> float:
@@ -570,6 +572,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="also make each training and dev speaker a task under N recording conditions of its own "
                              "(noise, room, 8 kHz band limit, level; one per task, for all its clips): a user is a voice "
                              "and a microphone (default: %(default)s)")
+    parser.add_argument("--channels", type=channel_list, default=defaults.channels, metavar="NAMES",
+                        help="also make each training and dev speaker a task through each named channel "
+                             f"(comma-separated, from {', '.join(CHANNELS)}; default: none)")
     parser.add_argument("--val-every-minutes", type=float, default=defaults.val_every_minutes, help="dev validation interval (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=defaults.threads, help="torch CPU threads per process (default: %(default)s)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=defaults.device,
@@ -587,7 +592,7 @@ def _run(args: argparse.Namespace) -> int:
             minutes=args.minutes, max_steps=args.steps, inner_steps=args.inner_steps, inner_rate=args.inner_rate,
             first_order=args.first_order, k=args.k, query=args.query, meta_batch=args.meta_batch, outer_lr=args.outer_lr,
             rate_lr=args.rate_lr, max_rate=args.max_rate, reptile_step=args.reptile_step, scope=args.scope,
-            freeze_body=args.freeze_body, conditions=args.conditions, val_every_minutes=args.val_every_minutes,
+            freeze_body=args.freeze_body, conditions=args.conditions, channels=args.channels, val_every_minutes=args.val_every_minutes,
             threads=args.threads, seed=args.seed, device=args.device,
         )
     except ValueError as error:  # settings that cannot go together: say which, no traceback

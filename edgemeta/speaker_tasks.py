@@ -6,7 +6,9 @@ adapts on) and a disjoint query set (what the adapted head is scored or
 trained on). A task may also be a speaker under one of its recording conditions
 (:func:`conditioned_tasks`): one :class:`~edgemeta.augment.ChannelCondition`
 applied to all of its clips alike, so that a "user" is a speaker *and* a
-microphone/room.
+microphone/room, or a speaker through one of the named channels of
+:data:`~edgemeta.augment.CHANNELS` (:func:`channel_tasks`: telephone, codec,
+far field, ...).
 
 Episodes are a pure function of ``(seed, step, position)``: the same seed gives
 the same meta-batches in any process, on any rank, and after a resume, with no
@@ -22,7 +24,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from edgemeta.augment import ChannelCondition
+from edgemeta.augment import ChannelCondition, channel
 from edgemeta.corpus import Utterance
 from edgemeta.splits import dev_speakers, held_out_speakers
 
@@ -64,10 +66,22 @@ def under_condition(utterances: Sequence[Utterance], speaker: str, number: int) 
     same whichever list it comes in; its source gains ``#condition-N``, which
     keeps it apart from the clean clip in caches keyed by source.
     """
-    condition = speaker_condition(speaker, number)
+    return _recorded(utterances, speaker_condition(speaker, number), number, f"condition-{number}")
+
+
+def under_channel(utterances: Sequence[Utterance], name: str) -> list[Utterance]:
+    """The clips through the named channel (:func:`~edgemeta.augment.channel`), sources suffixed ``#name``.
+
+    As in :func:`under_condition`, each clip's noise and room are drawn from its
+    source (and the channel's name), so a clip sounds the same whichever list it comes in.
+    """
+    return _recorded(utterances, channel(name), _number(name), name)
+
+
+def _recorded(utterances: Sequence[Utterance], condition: ChannelCondition, stream: int, tag: str) -> list[Utterance]:
+    """Each clip under ``condition`` with a generator seeded by ``(its source, stream)``; its source gains ``#tag``."""
     return [
-        replace(u, audio=condition.apply(u.audio, np.random.default_rng([_number(u.source), number])),
-                source=f"{u.source}#condition-{number}")
+        replace(u, audio=condition.apply(u.audio, np.random.default_rng([_number(u.source), stream])), source=f"{u.source}#{tag}")
         for u in utterances
     ]
 
@@ -78,6 +92,16 @@ def conditioned_tasks(tasks: list[Task], conditions: int) -> list[Task]:
         Task(f"{task.name}@{number}", tuple(under_condition(task.utterances, task.name, number)))
         for number in range(1, conditions + 1) for task in tasks
     ]
+
+
+def channel_tasks(tasks: list[Task], channels: Sequence[str]) -> list[Task]:
+    """``tasks`` followed by each task through each named channel (``speaker@telephone``)."""
+    return tasks + [Task(f"{task.name}@{name}", tuple(under_channel(task.utterances, name))) for name in channels for task in tasks]
+
+
+def mismatch_tasks(tasks: list[Task], conditions: int, channels: Sequence[str]) -> list[Task]:
+    """``tasks``, each under its first ``conditions`` random conditions, and each through each named channel (not both at once)."""
+    return conditioned_tasks(tasks, conditions) + channel_tasks(tasks, channels)[len(tasks):]
 
 
 def speaker_tasks(utterances: list[Utterance], min_clips: int) -> list[Task]:

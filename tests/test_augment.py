@@ -1,20 +1,28 @@
-"""Channel effects: determinism, measured SNR, band limit, speed, clipping."""
+"""Channel effects: determinism, measured SNR, band limit, telephone line, codec, speed, clipping, named channels."""
 
 from __future__ import annotations
+
+import argparse
 
 import numpy as np
 import pytest
 import torch
 
 from edgemeta.augment import (
+    CHANNELS,
+    MU_LAW_LEVELS,
     NOISE_KINDS,
     ChannelCondition,
     add_noise,
     band_limit,
+    channel_list,
+    codec_round_trip,
     gain,
+    mu_law,
     random_augment,
     reverberate,
     speed_perturb,
+    telephone,
 )
 from edgemeta.runtime.audio import SAMPLE_RATE
 
@@ -101,3 +109,67 @@ def test_sampled_conditions_vary_and_are_reproducible() -> None:
     assert drawn == [ChannelCondition.sample(rng_b) for _ in range(40)]
     assert any(c.snr_db is None for c in drawn) and any(c.snr_db is not None for c in drawn)
     assert any(c.band_limited for c in drawn) and any(c.rt60 is not None for c in drawn)
+
+
+def test_sampled_conditions_are_the_draws_earlier_reports_used() -> None:
+    # Pinned: conditioned tasks and evaluations (speaker@N) depend on these draws; new fields must not move them.
+    rng = np.random.default_rng(1)
+    assert [ChannelCondition.sample(rng) for _ in range(2)] == [
+        ChannelCondition(snr_db=28.8, rt60=0.77, band_limited=False, gain_db=-7.4, noise_kind="white"),
+        ChannelCondition(snr_db=18.7, rt60=0.64, band_limited=False, gain_db=-9.1, noise_kind="babble"),
+    ]
+
+
+def test_mu_law_quantises_to_256_levels() -> None:
+    ramp = np.linspace(-1.2, 1.2, 100_000, dtype=np.float32)
+    companded = mu_law(ramp)
+    assert len(np.unique(companded)) == MU_LAW_LEVELS
+    assert np.abs(companded).max() <= 1.0
+    quiet = np.abs(ramp) < 0.01  # logarithmic: fine steps near zero, coarse ones near full scale
+    assert np.abs(companded - ramp)[quiet].max() < 5e-4 < np.abs(companded - ramp)[np.abs(ramp) < 1].max()
+
+
+def test_telephone_is_narrowband_and_quantised() -> None:
+    clean = speech_like()
+    line = telephone(clean)
+    assert line.shape == clean.shape
+    assert band_energy_fraction(line, 4100) < 1e-3 * band_energy_fraction(clean, 4100)
+    # The 300 Hz high-pass weakens the 140 Hz fundamental.
+    assert 1 - band_energy_fraction(line, 200) < 0.5 * (1 - band_energy_fraction(clean, 200))
+    # μ-law leaves quantisation noise that a band limit alone does not: about 30-40 dB below the speech.
+    noise = line - telephone_without_mu_law(clean)
+    snr = 10 * np.log10(np.mean(line**2) / np.mean(noise**2))
+    assert 25 < snr < 45
+
+
+def telephone_without_mu_law(clean: np.ndarray) -> np.ndarray:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("edgemeta.augment.mu_law", lambda x: x)
+        return telephone(clean)
+
+
+def test_codec_round_trip_keeps_length_and_shape_of_the_signal() -> None:
+    clean = speech_like(1.3)
+    coded = codec_round_trip(clean, "opus")
+    assert coded.shape == clean.shape and coded.dtype == np.float32
+    assert not np.allclose(coded, clean, atol=1e-3)
+    assert np.corrcoef(coded, clean)[0, 1] > 0.8
+    np.testing.assert_array_equal(coded, codec_round_trip(clean, "opus"))
+    assert isinstance(codec_round_trip(torch.from_numpy(clean), "opus"), torch.Tensor)
+
+
+def test_named_channels_change_the_audio_reproducibly() -> None:
+    clean = speech_like()
+    for name, condition in CHANNELS.items():
+        heard = condition.apply(clean, np.random.default_rng(0))
+        assert heard.shape == clean.shape and not np.allclose(heard, clean, atol=1e-3), name
+        np.testing.assert_array_equal(heard, condition.apply(clean, np.random.default_rng(0)))
+    with pytest.raises(ValueError, match="unknown codec"):
+        ChannelCondition(codec="speex")
+
+
+def test_channel_list_accepts_named_channels_only() -> None:
+    assert channel_list("telephone, codec") == ["telephone", "codec"]
+    for bad in ("telephone,radio", " , "):
+        with pytest.raises(argparse.ArgumentTypeError, match="far-field"):
+            channel_list(bad)

@@ -167,6 +167,28 @@ def test_conditions_score_each_speaker_under_its_own_channels_on_the_same_clips(
     assert any(r["cer"] != clean_k0[r["speaker"].split("@")[0]] for r in records if r["k"] == 0)
 
 
+def test_channels_score_each_speaker_through_each_named_channel_on_the_same_clips(manifest: Path, bundle_dir: Path,  # noqa: F811
+                                                                                 tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out, clean_out = tmp_path / "channels.jsonl", tmp_path / "clean.jsonl"
+    common = ["eval", "--manifest", str(manifest), "--model", f"meta-sgd={bundle_dir}", "--k", "0", "--seeds", "1"]
+    assert main(common + ["--channels", "telephone,noisy", "--json", str(out)]) == 0
+    assert main(common + ["--json", str(clean_out)]) == 0
+    records, clean = read_records(out), read_records(clean_out)
+    assert {r["dataset"] for r in records} == {"synthset"}
+    assert {r["speaker"] for r in records} == {f"{s}@{c}" for s in VOICES for c in ("telephone", "noisy")}
+    summary = json.loads(out.with_suffix(".summary.json").read_text())
+    clean_speakers = json.loads(clean_out.with_suffix(".summary.json").read_text())["datasets"]["synthset"]["speakers"]
+    assert summary["channels"] == ["telephone", "noisy"]
+    for speaker in VOICES:
+        for name in ("telephone", "noisy"):
+            scored = summary["datasets"]["synthset"]["speakers"][f"{speaker}@{name}"]["scored"]
+            assert scored == [f"{clip}#{name}" for clip in clean_speakers[speaker]["scored"]]
+    clean_k0 = {r["speaker"]: r["cer"] for r in clean}
+    assert any(r["cer"] != clean_k0[r["speaker"].split("@")[0]] for r in records)
+    assert main(common + ["--channels", "codec", "--conditions", "1", "--json", str(out)]) == 1
+    assert "give --conditions or --channels, not both" in capsys.readouterr().err
+
+
 def test_cli_guard_on_a_bundle_archive(manifest: Path, bundle_archive: Path, tmp_path: Path) -> None:  # noqa: F811
     out = tmp_path / "guard.jsonl"
     done = subprocess.run(

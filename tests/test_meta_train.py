@@ -11,6 +11,7 @@ import soundfile
 import torch
 
 from conftest import shared_data
+from edgemeta.augment import ChannelCondition
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint, new_checkpoint
 from edgemeta.cli import main
 from edgemeta.corpus import Utterance
@@ -18,7 +19,10 @@ from edgemeta.meta_learning import FINETUNE_GRID, AdaptedPart, encode_episodes, 
 from edgemeta.distributed import Ranks
 from edgemeta.meta_train import MetaTrainConfig, MetaTrainer, load_tasks, meta_train
 from edgemeta.model import SpeechRecognizer
-from edgemeta.speaker_tasks import EpisodeSampler, Task, conditioned_tasks, speaker_condition, speaker_tasks, split_speakers, under_condition
+from edgemeta.speaker_tasks import (
+    EpisodeSampler, Task, channel_tasks, conditioned_tasks, mismatch_tasks, speaker_condition, speaker_tasks, split_speakers,
+    under_channel, under_condition,
+)
 from edgemeta.splits import dev_speakers, speechocean_split
 from edgemeta.splits import test_speakers as reported_speakers  # not test_*: pytest would collect it
 from test_meta_learning import single_thread, utterances  # noqa: F401 (single_thread: autouse fixture)
@@ -74,10 +78,47 @@ def test_conditioned_tasks_put_all_of_a_speakers_clips_under_its_own_condition()
     assert {speaker_condition(f"s{i}", 1).band_limited for i in range(40)} == {False, True}
 
 
+def test_speaker_conditions_are_the_draws_earlier_reports_used() -> None:
+    # Pinned: speaker@N tasks and evaluations (reports/whisper/dev/conditions-*) were measured on these draws.
+    assert speaker_condition("so762-0001", 1) == ChannelCondition(snr_db=None, rt60=0.74, band_limited=False, gain_db=-11.7,
+                                                                   noise_kind="pink")
+
+
+def test_channel_tasks_keep_each_channel_apart_and_reproducible() -> None:
+    clean = tasks("t", 2)
+    with_channels = channel_tasks(clean, ["telephone", "noisy"])
+    assert [t.name for t in with_channels] == ["t0", "t1", "t0@telephone", "t1@telephone", "t0@noisy", "t1@noisy"]
+    assert with_channels[:2] == clean
+    sources = [u.source for t in with_channels for u in t.utterances]
+    assert len(set(sources)) == len(sources)  # clean and channel clips stay apart in caches keyed by source
+    assert all(u.source.endswith("#telephone") for u in with_channels[2].utterances)
+    originals = {u.source: u.audio for t in clean for u in t.utterances}
+    assert all(not np.array_equal(u.audio, originals[u.source.removesuffix("#noisy")]) for u in with_channels[4].utterances)
+    again = channel_tasks(clean, ["telephone", "noisy"])
+    assert all(np.array_equal(u.audio, v.audio) for t, t2 in zip(with_channels, again) for u, v in zip(t.utterances, t2.utterances))
+    # A clip sounds the same through a channel whichever list it comes in (eval puts scored clips and pool apart).
+    alone = under_channel(clean[0].utterances[3:4], "noisy")[0]
+    assert np.array_equal(alone.audio, with_channels[4].utterances[3].audio)
+
+
+def test_load_tasks_adds_conditions_and_channels_to_train_and_dev_tasks_without_stacking(monkeypatch: pytest.MonkeyPatch) -> None:
+    clips = {"train.jsonl": [u for s in range(2) for u in utterances(f"t{s}", 4, seed=s)], "dev.jsonl": utterances("d0", 4, seed=9)}
+    monkeypatch.setattr("edgemeta.meta_train.load_corpus", lambda manifest, **_: clips[manifest])
+    config = MetaTrainConfig(manifests=["train.jsonl"], dev_manifests=["dev.jsonl"], speechocean=False, k=2, query=2, val_k=2,
+                             val_scored=2, conditions=1, channels=["codec"])
+    train, dev, _ = load_tasks(config)
+    assert [t.name for t in train] == ["t0", "t1", "t0@1", "t1@1", "t0@codec", "t1@codec"]
+    assert [t.name for t in dev] == ["d0", "d0@1", "d0@codec"]
+    assert [t.name for t in mismatch_tasks(tasks("t", 1), 0, [])] == ["t0"]
+
+
 def test_command_line_refuses_impossible_settings_without_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     for flag, value in (("--conditions", "-1"), ("--k", "0")):
         assert main(["meta-train", "--init", str(tmp_path / "init.pt"), "--out", str(tmp_path / "out"), flag, value]) == 2
         assert "edgemeta meta-train: k, query and meta_batch must be >= 1, inner_steps and conditions >= 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["meta-train", "--init", str(tmp_path / "init.pt"), "--out", str(tmp_path / "out"), "--channels", "telephone,radio"])
+    assert "expected channels from 8khz, telephone, codec, far-field, noisy" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

@@ -11,11 +11,12 @@ from pathlib import Path
 import torch
 
 from edgemeta.adaptation_methods import ADAPTATION_METHODS
+from edgemeta.augment import CHANNELS, channel_list
 from edgemeta.benchmarks.provenance import Provenance
 from edgemeta.evaluation import EvalError
 from edgemeta.evaluation.adaptation_runs import evaluate, protocol_notes
 from edgemeta.evaluation.arguments import comma_list, k_list, positive_int
-from edgemeta.evaluation.datasets import SPLITS, load_dataset, under_conditions
+from edgemeta.evaluation.datasets import SPLITS, load_dataset, under_channels, under_conditions
 from edgemeta.evaluation.method_plans import MODEL_NAMES, plan_methods
 from edgemeta.evaluation.models import load_model
 from edgemeta.evaluation.report import markdown_table, write_outputs
@@ -88,6 +89,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--conditions", type=positive_int, default=None, metavar="N",
                         help="score every speaker under N recording conditions of its own (noise, room, 8 kHz band limit, "
                              "level: one per copy of the speaker, for all its clips) instead of as recorded (default: as recorded)")
+    parser.add_argument("--channels", type=channel_list, default=None, metavar="NAMES",
+                        help=f"score every speaker through each named channel (comma-separated, from {', '.join(CHANNELS)}) "
+                             "instead of as recorded; not with --conditions (default: as recorded)")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch and onnxruntime CPU threads (default: 1)")
     parser.add_argument("--json", type=Path, required=True, metavar="OUT", help="JSON Lines output, one record per run")
     parser.add_argument("--from-records", type=Path, metavar="OLD.jsonl",
@@ -122,6 +126,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if not args.manifest:
         raise EvalError("give --manifest (or --from-records OLD.jsonl)")
+    if args.conditions and args.channels:
+        raise EvalError("give --conditions or --channels, not both (each replaces the speakers as recorded)")
     torch.set_num_threads(args.threads)
     pairs = args.model or [("meta-sgd", BUILTIN_BUNDLE)]
     names = [name for name, _ in pairs]
@@ -143,6 +149,8 @@ def _run(args: argparse.Namespace) -> int:
     datasets = [load_dataset(m, args.split) for m in args.manifest]
     if args.conditions:
         datasets = [under_conditions(d, args.conditions) for d in datasets]
+    if args.channels:
+        datasets = [under_channels(d, args.channels) for d in datasets]
     notes = [note for d in datasets for note in d.notes] + protocol_notes(datasets, models, args.k)
     for note in notes:
         print(note, file=sys.stderr)
@@ -153,6 +161,7 @@ def _run(args: argparse.Namespace) -> int:
         "models": {n: {"path": str(m.path), "kind": m.kind, "trained_as": m.method} for n, m in models.items()},
         "methods": [asdict(p) for p in plans],
         "k": args.k, "seeds": args.seeds, "guard": args.guard, "split": args.split, "conditions": args.conditions or 0,
+        "channels": args.channels or [],
         "datasets": {d.name: {
             "manifest": str(d.manifest),
             "speakers": {s.speaker: {

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from edgemeta.corpus import Utterance, load_corpus
 from edgemeta.evaluation import EvalError
 from edgemeta.runtime.manifest import ManifestError
-from edgemeta.speaker_tasks import under_condition
+from edgemeta.speaker_tasks import under_channel, under_condition
 from edgemeta.splits import SPEECHOCEAN, dev_speakers, test_speakers
 
 SCORED_CLIPS = 10
@@ -107,11 +109,27 @@ def under_conditions(dataset: Dataset, conditions: int) -> Dataset:
     clips), with the same scored clips and pool. The dataset keeps its name (the manifest's folder: the
     records' contract); the run's summary records ``conditions``.
     """
-    speakers = []
-    for number in range(1, conditions + 1):
-        for s in dataset.speakers:
-            scored, pool = under_condition(s.scored, s.speaker, number), under_condition(s.pool, s.speaker, number)
-            names = {new.source: f"{s.names[old.source]}#condition-{number}" for old, new in zip(s.scored + s.pool, scored + pool)}
-            speakers.append(SpeakerClips(f"{s.speaker}@{number}", scored, pool, names))
+    speakers = [
+        _copy(s, str(number), f"condition-{number}", partial(under_condition, speaker=s.speaker, number=number))
+        for number in range(1, conditions + 1) for s in dataset.speakers
+    ]
     note = f"{dataset.name}: every speaker scored under {conditions} recording condition(s) of its own, not as recorded"
     return Dataset(dataset.name, dataset.manifest, speakers, dataset.notes + [note])
+
+
+def under_channels(dataset: Dataset, channels: list[str]) -> Dataset:
+    """``dataset`` with each speaker through each named channel (:data:`~edgemeta.augment.CHANNELS`) instead of as recorded.
+
+    Speaker ``s`` becomes ``s@telephone``, ``s@codec``, … (:func:`~edgemeta.speaker_tasks.under_channel`),
+    with the same scored clips and pool; the dataset keeps its name, the run's summary records ``channels``.
+    """
+    speakers = [_copy(s, name, name, partial(under_channel, name=name)) for name in channels for s in dataset.speakers]
+    note = f"{dataset.name}: every speaker scored through channel(s) {', '.join(channels)}, not as recorded"
+    return Dataset(dataset.name, dataset.manifest, speakers, dataset.notes + [note])
+
+
+def _copy(s: SpeakerClips, suffix: str, tag: str, through: Callable[[list[Utterance]], list[Utterance]]) -> SpeakerClips:
+    """Speaker ``s@suffix``: ``s``'s scored clips and pool ``through`` a channel, clip names suffixed ``#tag``."""
+    scored, pool = through(s.scored), through(s.pool)
+    names = {new.source: f"{s.names[old.source]}#{tag}" for old, new in zip(s.scored + s.pool, scored + pool)}
+    return SpeakerClips(f"{s.speaker}@{suffix}", scored, pool, names)
