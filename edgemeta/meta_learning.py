@@ -36,6 +36,7 @@ from edgemeta.batching import pad_audio, pad_targets
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint
 from edgemeta.corpus import Utterance
 from edgemeta.model import HEAD_PREFIX, SpeechRecognizer
+from edgemeta.runtime.audio import SAMPLE_RATE
 from edgemeta.runtime.ctc_decode import greedy_decode_batch
 from edgemeta.runtime.ctc_loss import ctc_loss
 from edgemeta.runtime.metrics import ErrorCounts, score
@@ -255,7 +256,7 @@ def encode_clips(
     part: AdaptedPart,
     utterances: list[Utterance],
     cache: dict[str, torch.Tensor] | None = None,
-    max_batch_samples: int = 16000 * 160,
+    max_batch_samples: int = SAMPLE_RATE * 160,
 ) -> ClipBatch:
     """Run the body once over all ``utterances`` (length-sorted chunks of at most ``max_batch_samples``, padding included).
 

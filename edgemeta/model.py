@@ -343,23 +343,3 @@ class StreamingRecognizer(nn.Module):
         log_probs = F.log_softmax(model.head(features), dim=-1)
         return (log_probs, features, *new_state)
 
-
-def stream_utterance(streamer: StreamingRecognizer, waveform: torch.Tensor, chunk_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Feed ``waveform`` ``[batch, samples]`` in chunks of ``chunk_samples``; return (log_probs, features) concatenated.
-
-    The end is flushed with the model's silent tail (``tail_samples``) and
-    zero-padded to a whole chunk multiple; the caller trims to
-    ``model.frame_lengths`` to compare with whole-utterance inference.
-    """
-    if chunk_samples % streamer.chunk_multiple:
-        raise ValueError(f"chunk_samples {chunk_samples} is not a multiple of {streamer.chunk_multiple}")
-    waveform = F.pad(waveform, (0, streamer.tail_samples))
-    waveform = F.pad(waveform, (0, -waveform.shape[1] % streamer.chunk_multiple))
-    state = streamer.initial_state(waveform.shape[0])
-    log_probs, features = [], []
-    for start in range(0, waveform.shape[1], chunk_samples):
-        out = streamer(waveform[:, start : start + chunk_samples], *state)
-        log_probs.append(out[0])
-        features.append(out[1])
-        state = list(out[2:])
-    return torch.cat(log_probs, dim=1), torch.cat(features, dim=1)

@@ -144,12 +144,6 @@ def generate_prompt(rng: random.Random, extra_words: Sequence[str] = ()) -> str:
     return normalize_text(_FIELD.sub(lambda m: _fill(m.group(1), rng, extra_words), template))
 
 
-def generate_prompts(count: int, seed: int, extra_words: Sequence[str] = ()) -> list[str]:
-    """``count`` normalised sentences, the same for the same seed and word list."""
-    rng = random.Random(seed)
-    return [generate_prompt(rng, extra_words) for _ in range(count)]
-
-
 def digit_string(rng: random.Random) -> str:
     """One to seven digits spelled as words (``"three one four seven"``): the ``digits`` vocabulary."""
     return normalize_text(_digits(rng, 1, 7))

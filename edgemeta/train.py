@@ -32,6 +32,7 @@ from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint, new_chec
 from edgemeta.corpus import DEFAULT_LANGUAGE, Utterance, corpus_languages, load_corpus, speakers_of
 from edgemeta.encoder_cache import CachedClips, cached_encoder_outputs
 from edgemeta.model import BODIES, WHISPER_TINY_EN, ModelConfig, SpeechRecognizer, new_model
+from edgemeta.runtime.audio import SAMPLE_RATE
 from edgemeta.runtime.ctc_decode import greedy_decode_batch
 from edgemeta.runtime.ctc_loss import ctc_loss, min_frames
 from edgemeta.runtime.metrics import score
@@ -124,7 +125,7 @@ def transcribe_utterances(model: SpeechRecognizer, utterances: list[Utterance], 
     device = next(model.parameters()).device
     hypotheses: dict[int, str] = {}
     lengths = [len(u.audio) for u in utterances]
-    for batch in length_buckets(lengths, int(batch_seconds * 16000), np.random.default_rng(0)):
+    for batch in length_buckets(lengths, int(batch_seconds * SAMPLE_RATE), np.random.default_rng(0)):
         waveforms, sample_lengths = pad_audio([utterances[i].audio for i in batch])
         log_probs = model(waveforms.to(device), sample_lengths.to(device)).cpu()
         texts = greedy_decode_batch(log_probs.numpy(), model.frame_lengths(sample_lengths).numpy())
@@ -240,7 +241,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
         optimizer.load_state_dict(state["optimizer"])
     spec_augment = SpecAugment() if config.spec_augment else None
     lengths = [len(u.audio) for u in data.train]
-    batch_budget = int(config.batch_seconds * 16000)
+    batch_budget = int(config.batch_seconds * SAMPLE_RATE)
     whisper = model.config.body == WHISPER_TINY_EN
     if whisper:  # the frozen encoder's outputs are read from the cache: a step costs only the GRU and the head
         train_cache = cached_encoder_outputs(model, data.train, config.cache_variants, progress=progress)
@@ -252,7 +253,7 @@ def train(config: TrainConfig, progress: bool = True) -> Path:
     languages = sorted(set(corpus_languages(data.train + data.dev)) | ({DEFAULT_LANGUAGE} if whisper else set()))
     unalignable = sum(int(model.frame_lengths(torch.tensor(len(u.audio)))) < min_frames(encode(u.text)) for u in data.train)
     log.info("%d training clips (%.2f h, %d speakers), %d dev clips; %d clips too short for CTC alignment",
-             len(data.train), sum(len(u.audio) for u in data.train) / 16000 / 3600, len(speakers), len(data.dev), unalignable)
+             len(data.train), sum(len(u.audio) for u in data.train) / SAMPLE_RATE / 3600, len(speakers), len(data.dev), unalignable)
     metrics_file = (out / "metrics.jsonl").open("a")
 
     def save(name: str) -> None:

@@ -97,14 +97,6 @@ class CharNgram:
         except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
             raise LanguageModelError(f"{name}: not a character language model ({error})") from None
 
-    def word_log_prob(self, word: str) -> float:
-        """Log-probability of ``word`` as a whole word (its letters, then the space that ends it)."""
-        history, total = " ", 0.0
-        for ch in word + " ":
-            total += float(self.next_log_probs(history)[SYMBOLS.index(ch)])
-            history += ch
-        return total
-
 
 def text_counts(lines: Iterable[str]) -> Counter[str]:
     """Word counts of running text, normalised as the model's transcripts are."""

@@ -22,11 +22,10 @@ from edgemeta.runtime.bundle import Bundle
 from edgemeta.runtime.ctc_decode import greedy_decode
 from edgemeta.runtime.recognizer import Recognizer
 from edgemeta.runtime.streaming import GraphStream
-from edgemeta.runtime.vad import Endpointer
+from edgemeta.runtime.vad import MAX_SEGMENT_SECONDS, Endpointer
 
 ENDPOINT_SILENCE_SECONDS = 0.25
 PARTIAL_SECONDS = 0.5
-MAX_UTTERANCE_SECONDS = 20.0
 HISTORY_SECONDS = 1.0  # audio kept before speech starts (the VAD reports starts late)
 
 
@@ -86,7 +85,7 @@ class LiveTranscriber:
         threads: int = 1,
         silence_seconds: float = ENDPOINT_SILENCE_SECONDS,
         partial_seconds: float = PARTIAL_SECONDS,
-        max_utterance_seconds: float = MAX_UTTERANCE_SECONDS,
+        max_utterance_seconds: float = MAX_SEGMENT_SECONDS,
         greedy: bool = False,
         words: Mapping[str, float] | None = None,
     ) -> None:

@@ -56,13 +56,3 @@ def score(references: Sequence[str], hypotheses: Sequence[str]) -> ErrorCounts:
     for ref, hyp in zip(references, hypotheses):
         counts.add(ref, hyp)
     return counts
-
-
-def cer(reference: str, hypothesis: str) -> float:
-    """Character error rate of one pair."""
-    return ErrorCounts().add(reference, hypothesis).cer
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    """Word error rate of one pair."""
-    return ErrorCounts().add(reference, hypothesis).wer

@@ -21,9 +21,8 @@ import numpy as np
 from edgemeta.runtime.audio import AudioError, read_audio
 from edgemeta.runtime.bundle import Bundle
 from edgemeta.runtime.bundle_format import FEATURES, FRAME_LENGTHS, LENGTHS, LOG_PROBS, WAVEFORM
-from edgemeta.runtime.vad import speech_segments
+from edgemeta.runtime.vad import MAX_SEGMENT_SECONDS, speech_segments
 
-MAX_SEGMENT_SECONDS = 20.0
 BATCH_SECONDS = 120.0  # padded audio per onnxruntime call, bounds memory
 
 

@@ -80,8 +80,3 @@ def encode(text: str) -> list[int]:
         return [_INDEX[ch] for ch in text]
     except KeyError as error:
         raise ValueError(f"character {error.args[0]!r} is not in the vocabulary; normalize_text first") from None
-
-
-def decode(ids: list[int]) -> str:
-    """Text of token ids (blanks skipped, no CTC collapsing)."""
-    return "".join(VOCABULARY[i] for i in ids if i != BLANK_ID)

@@ -24,6 +24,9 @@ WINDOW = 512  # samples per silero decision at 16 kHz (32 ms)
 CONTEXT = 64  # samples of the previous window the model sees in front of each window at 16 kHz
 THRESHOLD = 0.5
 NEGATIVE_MARGIN = 0.15  # speech ends below THRESHOLD - NEGATIVE_MARGIN (silero's hysteresis)
+# The longest piece of audio the device runs through the model at once: longer recordings are cut
+# (speech_segments), and a live utterance is ended there; a body's own limit (whisper: 30 s) may be lower.
+MAX_SEGMENT_SECONDS = 20.0
 
 
 def model_path() -> Path:
@@ -74,7 +77,7 @@ def speech_probabilities(audio: np.ndarray) -> np.ndarray:
 
 def speech_segments(
     audio: np.ndarray,
-    max_segment_seconds: float = 20.0,
+    max_segment_seconds: float = MAX_SEGMENT_SECONDS,
     min_silence_seconds: float = 0.3,
     pad_seconds: float = 0.1,
     min_speech_seconds: float = 0.25,

@@ -18,11 +18,15 @@ from edgemeta.cli import main
 from edgemeta.meta_learning import transcribe
 from edgemeta.corpus import Utterance, load_corpus
 from edgemeta.evaluation import adaptation_runs, models
-from edgemeta.evaluation.datasets import split_speaker
+from edgemeta.evaluation.datasets import load_dataset, split_speaker
 from edgemeta.runtime.audio import write_audio
+from edgemeta.runtime.bundle import load_bundle
+from edgemeta.runtime.clip_checks import MISMATCH_NATS_PER_CHAR, alignment_score, transcript_problem
 from edgemeta.runtime.ctc_decode import BeamSearch, greedy_decode
 from edgemeta.runtime.manifest import Clip, write_manifest
-from edgemeta.runtime.text import BLANK_ID, VOCABULARY, decode, encode
+from edgemeta.runtime.metrics import score
+from edgemeta.runtime.recognizer import Recognizer
+from edgemeta.runtime.text import BLANK_ID, VOCABULARY, encode
 from edgemeta.synth import SynthesisError, VoiceSpec, synthesize_many
 from export_fixtures import bundle_archive, bundle_dir  # noqa: F401 (session fixtures)
 
@@ -276,8 +280,14 @@ def test_decoder_weights_are_chosen_on_pools_and_measured_on_scored_clips(manife
                                    "--bonuses", "0,1", "--json", str(out)])
     saved = json.loads(out.read_text())
     assert saved.pop("provenance")["command"] and saved == result  # stamped, then the figures as returned
-    assert len(result["grid"]) == 4 and result["tuning_clips"] == 6 and result["held_out_clips"] == 6
-    assert set(result["held_out"]) == {"greedy", "beam_lm"}
+    assert [(g["lm_weight"], g["char_bonus"]) for g in result["grid"]] == [(0.0, 0.0), (0.0, 1.0), (0.5, 0.0), (0.5, 1.0)]
+    assert result["tuning_clips"] == 6 and result["held_out_clips"] == 6
+    # the held-out best-path figures are those of the device's best-path transcripts of the speakers' scored clips
+    scored = [u for s in load_dataset(manifest, split="dev").speakers for u in s.scored]
+    transcripts = Recognizer(load_bundle(bundle_dir), greedy=True).transcribe([u.audio for u in scored])
+    errors = score([u.text for u in scored], [t.text for t in transcripts])
+    greedy = result["held_out"]["greedy"]
+    assert (greedy["cer"], greedy["wer"]) == (round(errors.cer, 4), round(errors.wer, 4)) and errors.cer > 0
 
 
 def spelled(text: str) -> np.ndarray:
@@ -350,12 +360,20 @@ def test_decoder_weights_choose_the_lowest_pool_cer_then_wer_and_score_held_out_
     assert {name: (r["cer"], r["wer"]) for name, r in result["held_out"].items()} == {"greedy": (0.0, 0.0), "beam_lm": (0.1429, 0.5)}
 
 
-def test_transcript_check_benchmark_scores_right_and_wrong_transcripts(manifest: Path, bundle_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_transcript_check_benchmark_leaves_out_the_right_transcripts_the_device_scores_below_each_threshold(
+        manifest: Path, bundle_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Each clip's own transcript scored on the bundle's base head as enrollment scores it; at the device's threshold,
+    the share left out is the share of clips enrollment's transcript check refuses."""
     from edgemeta.benchmarks import transcript_check
 
     rows = transcript_check.main(["--bundle", str(bundle_dir), "--manifest", str(manifest), "--json", str(tmp_path / "check.jsonl")])
-    assert [r["threshold"] for r in rows] == list(transcript_check.THRESHOLDS)
-    assert all(r["dataset"] == "synthset" and r["clips"] == 12 and 0 <= r["wrong_caught"] <= 1 for r in rows)
+    clips = [u for u in load_corpus(manifest, progress=False) if u.speaker != "lonely"]  # one clip: no pool, not a dev speaker
+    outputs = Recognizer(load_bundle(bundle_dir)).infer([u.audio for u in clips])
+    right = np.array([alignment_score(o.log_probs, encode(u.text)) for u, o in zip(clips, outputs)])
+    assert {(r["dataset"], r["clips"]) for r in rows} == {("synthset", 12)}
+    assert {r["threshold"]: r["right_left_out"] for r in rows} == {t: round(float(np.mean(right < t)), 3) for t in transcript_check.THRESHOLDS}
+    refused = np.mean([transcript_problem(o.log_probs, encode(u.text)) is not None for u, o in zip(clips, outputs)])
+    assert {r["threshold"]: r["right_left_out"] for r in rows}[-MISMATCH_NATS_PER_CHAR] == round(float(refused), 3)
 
 
 # Alignment scores (nats/char) of the hand-built case below: (clip's own text, transcript scored against it).
@@ -375,15 +393,17 @@ def test_transcript_check_pairs_each_clip_with_the_next_clips_text_and_counts_be
     """
     from edgemeta.benchmarks import transcript_check
 
+    text_of = {tuple(encode(text)): text for _, text in ALIGNMENT_SCORES}
+
     def score_from_table(log_probs: np.ndarray, ids: list[int]) -> float:
-        return ALIGNMENT_SCORES[(greedy_decode(log_probs), decode(ids))]
+        return ALIGNMENT_SCORES[(greedy_decode(log_probs), text_of[tuple(ids)])]
 
     dataset = hand_built({"a": (["one", "hi"], ["welcome"]), "b": (["four"], ["five"])})
     monkeypatch.setattr(transcript_check, "load_dataset", lambda manifest, split: dataset if split == "dev" else None)
     monkeypatch.setattr(transcript_check, "Recognizer", SpelledRecognizer)
     monkeypatch.setattr(transcript_check, "alignment_score", score_from_table)
+    monkeypatch.setattr(transcript_check, "THRESHOLDS", (-2.0, -1.0, -0.5, 0.0, 0.5))
     rows = transcript_check.main(["--bundle", str(bundle_dir), "--manifest", str(tmp_path / "unread.jsonl")])
-    assert transcript_check.THRESHOLDS == (-2.0, -1.0, -0.5, 0.0, 0.5)
     assert [(r["clips"], r["right_left_out"], r["wrong_caught"]) for r in rows] == [
         (5, 0.2, 0.25), (5, 0.2, 0.5), (5, 0.4, 0.75), (5, 0.6, 0.75), (5, 0.8, 0.75)]
 

@@ -24,7 +24,7 @@ from edgemeta.benchmarks.virtual_microphone import ListenProcess, VirtualMicroph
 from edgemeta.export import parity
 from edgemeta.runtime.bundle import load_bundle
 from edgemeta.runtime.cli import EXIT_OK, main
-from edgemeta.runtime.metrics import cer
+from edgemeta.runtime.metrics import score
 from edgemeta.runtime.profile_store import Profile, ProfileStore
 from edgemeta.runtime.recognizer import Recognizer
 from edgemeta.synth import synthesize
@@ -85,7 +85,7 @@ def test_listen_transcribes_the_microphone_like_the_file(bundle_dir: Path, micro
         print(f"{path.name}: live {live_text!r} file {file_text!r} latency {latency:.3f} s")
         # Latency and input overflows depend on the machine's load: the device benchmark measures them
         # (edgemeta/benchmarks/device_runtime.py); audio lost to an overflow shows here as CER.
-        assert cer(file_text, live_text) <= LIVE_VS_FILE_CER
+        assert score([file_text], [live_text]).cer <= LIVE_VS_FILE_CER
 
 
 def test_listen_without_a_streaming_graph_uses_the_users_head(whisper_bundle_dir: Path, microphone: dict[str, str], tmp_path: Path) -> None:  # noqa: F811
@@ -109,7 +109,7 @@ def test_listen_without_a_streaming_graph_uses_the_users_head(whisper_bundle_dir
     live_text = " ".join(text for _, text in finals)
     adapted, base = Recognizer(bundle, head).transcribe([audio])[0].text, Recognizer(bundle).transcribe([audio])[0].text
     print(f"live {live_text!r} file, user's head {adapted!r}, base head {base!r}")
-    assert cer(adapted, live_text) <= LIVE_VS_FILE_CER < cer(base, live_text)
+    assert score([adapted], [live_text]).cer <= LIVE_VS_FILE_CER < score([base], [live_text]).cer
 
 
 def test_ctrl_c_stops_listen_started_as_a_background_job(bundle_dir: Path, microphone: dict[str, str]) -> None:  # noqa: F811

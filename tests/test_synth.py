@@ -11,11 +11,11 @@ import soundfile
 
 from conftest import skip_or_fail
 from edgemeta.cli import build_parser
-from edgemeta.prompts import generate_prompts
+from edgemeta.prompts import generate_prompt
 from edgemeta.runtime.audio import SAMPLE_RATE
 from edgemeta.runtime.manifest import read_manifest
 from edgemeta.runtime.text import normalize_text
-from edgemeta.synth import SynthesisError, VoiceSpec, sample_speakers, synthesize, synthesize_corpus
+from edgemeta.synth import SynthesisError, VoiceSpec, _speaker_job, sample_speakers, synthesize, synthesize_corpus
 
 
 def require(*programs: str) -> None:
@@ -24,10 +24,15 @@ def require(*programs: str) -> None:
             skip_or_fail(f"{program} is not installed (Debian package needed for synthesis)")
 
 
-def test_prompts_are_normalised_varied_and_reproducible() -> None:
-    prompts = generate_prompts(200, seed=3)
-    assert prompts == generate_prompts(200, seed=3)
-    assert prompts != generate_prompts(200, seed=4)
+def test_a_speakers_prompts_are_normalised_varied_and_drawn_from_the_seed_and_its_id(tmp_path: Path) -> None:
+    """What synthesize_corpus has one open-vocabulary speaker read (nothing is synthesized)."""
+    def prompts_of(speaker: str, seed: int = 3, index: int = 0) -> list[str]:
+        voice = VoiceSpec("espeak-ng", "en-us")
+        return _speaker_job(tmp_path, seed, index, speaker, voice, 200, False, generate_prompt, {}).texts
+
+    prompts = prompts_of("a")
+    assert prompts == prompts_of("a", index=7), "a speaker reads the same prompts wherever it stands in the corpus"
+    assert prompts != prompts_of("b") and prompts != prompts_of("a", seed=4)
     assert all(p == normalize_text(p) and p for p in prompts)
     assert len(set(prompts)) > 190
     assert any(word in " ".join(prompts).split() for word in ("five", "seven", "nine"))

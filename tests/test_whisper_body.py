@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import importlib
-import json
 import re
 import struct
 from pathlib import Path
 from types import ModuleType
+from typing import Callable
 
 import numpy as np
 import pytest
@@ -23,8 +23,6 @@ from edgemeta.bodies.whisper_weights import (
     PACKAGED_MODEL_SHA256,
     WeightsError,
     load_ctranslate2,
-    load_hugging_face,
-    load_openai_checkpoint,
     load_packaged_tiny_en,
     packaged_model_path,
 )
@@ -57,7 +55,7 @@ def voice(seconds: float, seed: int) -> np.ndarray:
 
 
 def random_encoder(config: WhisperEncoderConfig = SMALL) -> WhisperEncoder:
-    """A random encoder with fp16-exact weights and no key bias, as whisper's, so every format holds it exactly."""
+    """A random encoder with fp16-exact weights (a CTranslate2 file holds it exactly) and no key bias, as whisper's."""
     torch.manual_seed(1)
     encoder = WhisperEncoder(config).eval()
     with torch.no_grad():
@@ -68,18 +66,11 @@ def random_encoder(config: WhisperEncoderConfig = SMALL) -> WhisperEncoder:
     return encoder
 
 
-# --- writers of the three formats, from the formats' own documentation, not from the importers ---
+# --- a writer of the format, from its own documentation (DESIGN.md, "Bodies"), not from the importer ---
 
 
-def _qkv(state: dict[str, torch.Tensor], i: int) -> tuple[torch.Tensor, ...]:
-    """(q, k, v) weights and (q, v) biases of block ``i`` split out of our fused projection."""
-    q, k, v = state[f"blocks.{i}.attn.qkv.weight"].chunk(3)
-    qb, _, vb = state[f"blocks.{i}.attn.qkv.bias"].chunk(3)
-    return q, k, v, qb, vb
-
-
-def write_ctranslate2(path: Path, encoder: WhisperEncoder) -> None:
-    """A CTranslate2 binary (version 6) with the encoder in fp16, a decoder variable and an alias."""
+def write_ctranslate2(path: Path, encoder: WhisperEncoder, edit: Callable[[dict[str, torch.Tensor]], None] = lambda variables: None) -> None:
+    """A CTranslate2 binary (version 6) with the encoder in fp16, a decoder variable and an alias; ``edit`` may change the variables first."""
     state, config = encoder.state_dict(), encoder.config
     variables: dict[str, torch.Tensor] = {
         "encoder/conv1/weight": state["conv1.weight"], "encoder/conv1/bias": state["conv1.bias"],
@@ -96,6 +87,7 @@ def write_ctranslate2(path: Path, encoder: WhisperEncoder) -> None:
             weight, bias = ("gamma", "beta") if ours.endswith("norm") else ("weight", "bias")
             variables[f"encoder/layer_{i}/{theirs}/{weight}"] = state[f"blocks.{i}.{ours}.weight"]
             variables[f"encoder/layer_{i}/{theirs}/{bias}"] = state[f"blocks.{i}.{ours}.bias"]
+    edit(variables)
 
     def string(text: str) -> bytes:
         data = text.encode() + b"\0"
@@ -112,53 +104,7 @@ def write_ctranslate2(path: Path, encoder: WhisperEncoder) -> None:
     path.write_bytes(b"".join(out))
 
 
-def write_openai(path: Path, encoder: WhisperEncoder) -> None:
-    """An openai-whisper checkpoint: ``dims`` + ``model_state_dict`` (fp16, key without bias)."""
-    state, config = encoder.state_dict(), encoder.config
-    weights = {"encoder.conv1.weight": state["conv1.weight"], "encoder.conv1.bias": state["conv1.bias"],
-               "encoder.conv2.weight": state["conv2.weight"], "encoder.conv2.bias": state["conv2.bias"],
-               "encoder.positional_embedding": state["positions"],
-               "encoder.ln_post.weight": state["final_norm.weight"], "encoder.ln_post.bias": state["final_norm.bias"]}
-    for i in range(config.layers):
-        p = f"encoder.blocks.{i}."
-        q, k, v, qb, vb = _qkv(state, i)
-        weights.update({p + "attn.query.weight": q, p + "attn.query.bias": qb, p + "attn.key.weight": k,
-                        p + "attn.value.weight": v, p + "attn.value.bias": vb})
-        for ours, theirs in {"attn.out": "attn.out", "attn_norm": "attn_ln", "ffn_norm": "mlp_ln", "ffn.0": "mlp.0", "ffn.2": "mlp.2"}.items():
-            weights[f"{p}{theirs}.weight"] = state[f"blocks.{i}.{ours}.weight"]
-            weights[f"{p}{theirs}.bias"] = state[f"blocks.{i}.{ours}.bias"]
-    dims = {"n_mels": config.n_mels, "n_audio_ctx": config.max_frames, "n_audio_state": config.width,
-            "n_audio_head": config.heads, "n_audio_layer": config.layers}
-    torch.save({"dims": dims, "model_state_dict": {k: t.half() for k, t in weights.items()}}, path)
-
-
-def write_hugging_face(path: Path, encoder: WhisperEncoder, heads_in_config: bool) -> None:
-    """A WhisperForConditionalGeneration ``model.safetensors`` (fp32), optionally with its ``config.json``."""
-    from safetensors.torch import save_file
-
-    state, config = encoder.state_dict(), encoder.config
-    p = "model.encoder."
-    weights = {p + "conv1.weight": state["conv1.weight"], p + "conv1.bias": state["conv1.bias"],
-               p + "conv2.weight": state["conv2.weight"], p + "conv2.bias": state["conv2.bias"],
-               p + "embed_positions.weight": state["positions"],
-               p + "layer_norm.weight": state["final_norm.weight"], p + "layer_norm.bias": state["final_norm.bias"],
-               "model.decoder.embed_tokens.weight": torch.zeros(3, 4)}
-    for i in range(config.layers):
-        layer = f"{p}layers.{i}."
-        q, k, v, qb, vb = _qkv(state, i)
-        weights.update({layer + "self_attn.q_proj.weight": q, layer + "self_attn.q_proj.bias": qb,
-                        layer + "self_attn.k_proj.weight": k,
-                        layer + "self_attn.v_proj.weight": v, layer + "self_attn.v_proj.bias": vb})
-        for ours, theirs in {"attn.out": "self_attn.out_proj", "attn_norm": "self_attn_layer_norm",
-                             "ffn_norm": "final_layer_norm", "ffn.0": "fc1", "ffn.2": "fc2"}.items():
-            weights[f"{layer}{theirs}.weight"] = state[f"blocks.{i}.{ours}.weight"]
-            weights[f"{layer}{theirs}.bias"] = state[f"blocks.{i}.{ours}.bias"]
-    save_file({k: t.contiguous() for k, t in weights.items()}, str(path))
-    if heads_in_config:
-        path.with_name("config.json").write_text(json.dumps({"encoder_attention_heads": config.heads}))
-
-
-# --- importers ---
+# --- the importer ---
 
 
 @pytest.fixture(scope="module")
@@ -172,17 +118,9 @@ def _outputs(encoder: WhisperEncoder) -> torch.Tensor:
         return encoder(features, torch.tensor([37, 20]))[0]
 
 
-@pytest.mark.parametrize("fmt", ["ctranslate2", "openai", "hugging-face", "hugging-face-without-config"])
-def test_importers_round_trip(fmt: str, small_encoder: WhisperEncoder, tmp_path: Path) -> None:
-    if fmt == "ctranslate2":
-        write_ctranslate2(tmp_path / "model.bin", small_encoder)
-        imported = load_ctranslate2(tmp_path)  # the directory, as the package ships it
-    elif fmt == "openai":
-        write_openai(tmp_path / "tiny.pt", small_encoder)
-        imported = load_openai_checkpoint(tmp_path / "tiny.pt")
-    else:
-        write_hugging_face(tmp_path / "model.safetensors", small_encoder, heads_in_config=fmt == "hugging-face")
-        imported = load_hugging_face(tmp_path / "model.safetensors")
+def test_importer_round_trip(small_encoder: WhisperEncoder, tmp_path: Path) -> None:
+    write_ctranslate2(tmp_path / "model.bin", small_encoder)
+    imported = load_ctranslate2(tmp_path)  # the directory, as the package ships it
     assert imported.config == small_encoder.config
     for key, tensor in small_encoder.state_dict().items():
         assert torch.equal(imported.state_dict()[key], tensor), key
@@ -199,20 +137,14 @@ def test_ctranslate2_errors_name_file_and_problem(small_encoder: WhisperEncoder,
         load_ctranslate2(path)
 
 
-def test_openai_errors_name_missing_variable_and_wrong_shape(small_encoder: WhisperEncoder, tmp_path: Path) -> None:
-    path = tmp_path / "tiny.pt"
-    write_openai(path, small_encoder)
-    checkpoint = torch.load(path, weights_only=True)
-    del checkpoint["model_state_dict"]["encoder.blocks.1.mlp.2.bias"]
-    torch.save(checkpoint, path)
-    with pytest.raises(WeightsError, match=f"{re.escape(str(path))}: missing variable 'encoder.blocks.1.mlp.2.bias'"):
-        load_openai_checkpoint(path)
-    write_openai(path, small_encoder)
-    checkpoint = torch.load(path, weights_only=True)
-    checkpoint["model_state_dict"]["encoder.blocks.0.mlp_ln.weight"] = torch.ones(7)
-    torch.save(checkpoint, path)
-    with pytest.raises(WeightsError, match=rf"{re.escape(str(path))}: encoder.blocks.0.mlp_ln.weight has shape \[7\], expected \[128\]"):
-        load_openai_checkpoint(path)
+def test_ctranslate2_errors_name_missing_variable_and_wrong_shape(small_encoder: WhisperEncoder, tmp_path: Path) -> None:
+    path = tmp_path / "model.bin"
+    write_ctranslate2(path, small_encoder, lambda variables: variables.pop("encoder/layer_1/ffn/linear_1/bias"))
+    with pytest.raises(WeightsError, match=f"{re.escape(str(path))}: missing variable 'encoder/layer_1/ffn/linear_1/bias'"):
+        load_ctranslate2(path)
+    write_ctranslate2(path, small_encoder, lambda variables: variables.update({"encoder/layer_0/ffn/layer_norm/gamma": torch.ones(7)}))
+    with pytest.raises(WeightsError, match=rf"{re.escape(str(path))}: encoder/layer_0/ffn/layer_norm/gamma has shape \[7\], expected \[128\]"):
+        load_ctranslate2(path)
 
 
 # --- padded batches ---

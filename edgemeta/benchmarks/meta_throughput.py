@@ -42,6 +42,7 @@ from edgemeta.meta_learning import encode_clips
 from edgemeta.distributed import Ranks
 from edgemeta.meta_train import DEFAULT_INNER_RATE, MetaTrainConfig, MetaTrainer, load_tasks
 from edgemeta.model import ModelConfig, SpeechRecognizer
+from edgemeta.runtime.audio import SAMPLE_RATE
 from edgemeta.runtime.ctc_loss import ctc_loss
 from edgemeta.runtime.update_rule import adapt
 from edgemeta.speaker_tasks import Episode, Task, speaker_tasks
@@ -53,7 +54,7 @@ def synthetic_tasks(speakers: int, clips: int, seconds: float, seed: int = 0) ->
     """Noise clips of speech-like length and transcript length, for a machine without the shared corpus."""
     rng = np.random.default_rng(seed)
     utterances = [
-        Utterance((0.1 * rng.standard_normal(int(16000 * seconds * rng.uniform(0.7, 1.3)))).astype(np.float32),
+        Utterance((0.1 * rng.standard_normal(int(SAMPLE_RATE * seconds * rng.uniform(0.7, 1.3)))).astype(np.float32),
                   SYNTHETIC_TEXT[: int(rng.integers(20, 45))].strip(), f"s{s}", f"s{s}/{i}")
         for s in range(speakers) for i in range(clips)
     ]

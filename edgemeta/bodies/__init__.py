@@ -1,5 +1,5 @@
 """Bodies of the recognizer: the network between the waveform and the adaptable head.
 
-``whisper_*`` modules hold a pretrained whisper encoder (front end, encoder, weight importers);
-nothing here imports openai-whisper, transformers or ctranslate2.
+``whisper_*`` modules hold a pretrained whisper encoder (front end, encoder, the importer of
+its CTranslate2 weights); nothing here imports ctranslate2.
 """

