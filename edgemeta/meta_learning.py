@@ -49,7 +49,7 @@ Params = dict[str, torch.Tensor]
 METHODS = tuple(name for name, m in ADAPTATION_METHODS.items() if m.meta_training and m.adapts_as == name)
 SCOPES = ("head", "gru+head", "encoder+gru+head")
 FINETUNE_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
-MAX_STEP_FACTOR = 10.0
+MAX_STEP_FACTOR = 30.0
 
 
 @dataclass

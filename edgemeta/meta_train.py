@@ -54,7 +54,7 @@ from edgemeta.meta_learning import (
     task_loss,
 )
 from edgemeta.model import WHISPER_TINY_EN, SpeechRecognizer, head_parameter_names
-from edgemeta.runtime.adapter import CER_TOLERANCE
+from edgemeta.evaluation.summary import WORSE_MARGIN
 from edgemeta.runtime.ctc_loss import min_frames
 from edgemeta.runtime.text import encode
 from edgemeta.runtime.update_rule import SGD, UPDATE_RULES, StepRates
@@ -282,7 +282,7 @@ class MetaTrainer:
         with torch.no_grad():
             batches = encode_episodes(self.part, self.dev_episodes, self.cache)
         scores = score_adaptation(self.part, self.dev_episodes, batches, self.current_rates(), self.config.inner_steps, self.config.update)
-        worse = sum(s.after.cer > s.before.cer + CER_TOLERANCE for s in scores) / len(scores)
+        worse = sum(s.after.cer > s.before.cer + WORSE_MARGIN for s in scores) / len(scores)
         return {"dev_cer_k0": pooled_cer([s.before for s in scores]), "dev_cer": pooled_cer([s.after for s in scores]), "dev_worse": worse}
 
     def rate_summary(self) -> dict[str, list[float]]:

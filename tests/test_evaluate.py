@@ -206,6 +206,8 @@ def test_cli_guard_on_a_bundle_archive(manifest: Path, bundle_archive: Path, tmp
     adapted_rows = [r for r in summary["rows"] if r["k"] > 0]
     assert adapted_rows and all(r["guard_acceptance"] is not None for r in adapted_rows)
     assert set(summary["guard_rules"]) == {"1", "2"}
+    # each enrollment records the steps its head took: the bundle's S when the guard accepted, 0 when it refused
+    assert all(e["steps"] == (3 if e["adapted"] else 0) for e in summary["enrollments"]) and summary["enrollments"]
     assert "guard accepted" in out.with_suffix(".md").read_text() and "| synthset | meta-sgd | meta-sgd | 2 |" in done.stdout
     assert "model meta-sgd decodes with beam search and the bundle's language model" in summary["notes"]
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgemeta.runtime.adapter import CER_TOLERANCE, Adapter, EnrollmentClip, guard_step_counts
+from edgemeta.runtime.adapter import Adapter, EnrollmentClip, guard_step_counts
 from edgemeta.runtime.audio import SAMPLE_RATE, resample
 from edgemeta.runtime.bundle import Bundle, load_bundle
 from edgemeta.runtime.clip_checks import MISMATCH_NATS_PER_CHAR, alignment_score, signal_problem, transcript_problem
@@ -31,15 +31,14 @@ def bundle(bundle_dir) -> Bundle:  # noqa: F811
 def test_enrollment_adapts_and_reports_its_numbers(bundle: Bundle) -> None:
     """The guard's decision follows its rule; whether this random model passes it is a tie a CPU's kernels break.
 
-    Its held-out CER measured 0.782 -> 0.790 against the 0.01 allowed, one character from a refusal; with
-    -80 dB of noise added to the clips the guard refused 2 of 7 times. The adaptation itself runs unguarded.
+    Its held-out CER measured 0.782 -> 0.790 (a refusal since the guard allows no rise); the adaptation itself runs unguarded.
     """
     guarded = Adapter(bundle).enroll(enrollment_clips())
     guard = guarded.guard
     assert guard is not None and guard.rule.startswith("5-fold over 6 clips")
     assert guard.after.loss < guard.before.loss  # 11.77 -> 10.9 nats
-    assert guarded.adapted == guard.accepted == (guard.after.cer <= guard.before.cer + CER_TOLERANCE), guarded.decision
-    assert set(guarded.seconds) == {"features", "guard", "update", "total"}
+    assert guarded.adapted == guard.accepted == (guard.after.cer <= guard.before.cer), guarded.decision
+    assert set(guarded.seconds) == {"features", "guard", "total"} | ({"update"} if guarded.adapted else set())
     result = Adapter(bundle, guard=False).enroll(enrollment_clips())
     assert result.clips_used == [f"clip{i}.wav" for i in range(6)] and result.clips_left_out == []
     assert result.adapted, result.decision
@@ -125,7 +124,7 @@ def test_guard_chooses_the_step_count_of_lowest_held_out_cer_and_enrollment_take
     assert [c.steps for c in guard.candidates] == [0, 1, 2, 4] and guard.rule.endswith("step counts 0, 1, 2, 4")
     assert len(decoded) == 6 * (1 + 4 + result.adapted)
     qualified = [c for c in guard.candidates if c.scores is not None and c.scores.loss < guard.before.loss
-                 and c.scores.cer <= guard.before.cer + CER_TOLERANCE]
+                 and c.scores.cer <= guard.before.cer]
     assert guard.accepted == bool(qualified) == result.adapted, result.decision
     if not qualified:
         for name, weight in bundle.head_weights().items():

@@ -46,6 +46,7 @@ class Enrolled(Run):
     guard_rule: str | None
     clips_left_out: int
     seconds: float
+    steps: int | None = None  # the adapted head's gradient steps (the guard's choice); None in summaries written before it
 
 
 def _record(dataset: str, model: str, method: str, k: int, speaker: str, seed: int, counts: ErrorCounts) -> Record:
@@ -105,6 +106,7 @@ def evaluate(
                             enrolled.append(Enrolled(
                                 dataset.name, name, plan.method, k, speaker.speaker, seed, adaptation.adapted,
                                 adaptation.guard_accepted, adaptation.guard_rule, adaptation.clips_left_out, round(seconds, 4),
+                                adaptation.steps,
                             ))
                             bar.update(1)
     bar.close()

@@ -29,6 +29,7 @@ class Adaptation:
     guard_accepted: bool | None = None
     guard_rule: str | None = None
     clips_left_out: int = 0
+    steps: int = 0  # gradient steps the head took (0: not adapted)
 
 
 class Model(Protocol):
@@ -88,7 +89,7 @@ class CheckpointModel:
         """S steps of the update rule from the stored head; ``rates=None``: the checkpoint's own."""
         # adapt_head adapts only the head of a bare model; a checkpoint dict (rebuilt per call) keeps its scope.
         source = self.part.model if self.part.scope == "head" else self.checkpoint
-        return Adaptation(adapt_head(source, support, self.steps, self.rates if rates is None else rates, self.rule), True)
+        return Adaptation(adapt_head(source, support, self.steps, self.rates if rates is None else rates, self.rule), True, steps=self.steps)
 
 
 class BundleModel:
@@ -129,6 +130,7 @@ class BundleModel:
         return Adaptation(
             result.weights if result.adapted else None, result.adapted,
             None if guard is None else guard.accepted, None if guard is None else guard.rule, len(result.clips_left_out),
+            result.steps if result.adapted else 0,
         )
 
 
