@@ -268,17 +268,29 @@ def command_info(args: argparse.Namespace) -> int:
         f"model         {json.dumps(bundle.model_config)}",
         f"body          {_describe_body(bundle)}",
         f"head          {', '.join(bundle.head_names)} ({head_size} values, features {bundle.feature_size})",
-        f"adaptation    {json.dumps(bundle.adaptation)}, {bundle.inner_steps} steps",
+        f"adaptation    {_describe_adaptation(bundle)}",
         f"streaming     {'yes, ' + str(bundle.streaming['chunk_samples']) + ' samples per chunk' if bundle.streaming else 'no'}",
         f"int8          {'yes' if bundle.has_int8 else 'no'}",
         f"decoder       {_describe_decoder(bundle.decoder_settings)}",
         f"recipe        {p.get('recipe')}",
-        f"created       {p.get('created')}, {p.get('training_seconds')} s of training, torch {p.get('torch_version')}",
+        f"created       {p.get('created')}, {_minutes(p.get('training_seconds'))} of training, torch {p.get('torch_version')}",
         f"training      {len(bundle.training_speakers)} speakers; data {json.dumps(p.get('data'))}",
         "files         " + ", ".join(f"{name} ({(bundle.path / name).stat().st_size} B)" for name in m["files"]),
     ]
     print("\n".join(lines))
     return EXIT_OK
+
+
+def _describe_adaptation(bundle: Bundle) -> str:
+    a = bundle.adaptation
+    rates = "learned per parameter" if a["rates"] == "per-parameter" else f"one scalar rate {a['scalar_rate']:g}"
+    return (f"{a['method']}: up to {bundle.inner_steps} {a['update']} steps, rates {rates}"
+            + (", per step" if a.get("step_scales") else "")
+            + ("; enrollment starts from its own head (init.safetensors)" if bundle.has_init_head else "; enrollment starts from the base head"))
+
+
+def _minutes(seconds: float | None) -> str:
+    return "unknown time" if seconds is None else f"{seconds / 60:.1f} min"
 
 
 def _describe_body(bundle: Bundle) -> str:

@@ -5,13 +5,13 @@
 #   bash scripts/enrollment_report.sh            # choices: dev speakers, dev languages, fsdd-dev, digit voices (dev)
 #   SPLIT=test bash scripts/enrollment_report.sh # the reported figures: test speakers and test languages, flite voices
 #
-# MINUTES sets the meta-training budget (default 20), RUNS where runs and corpora go, OUT where reports go.
+# MINUTES sets the meta-training budget (default 45), RUNS where runs and corpora go, OUT where reports go.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS="${RUNS:-${XDG_CACHE_HOME:-$HOME/.cache}/edgemeta/runs/mismatch}"
 OUT="${OUT:-reports/whisper/enrollment}"
 SPLIT="${SPLIT:-dev}"
-MINUTES="${MINUTES:-20}"
+MINUTES="${MINUTES:-45}"
 SEEDS="${SEEDS:-2}"
 SHARED="${EDGEMETA_SHARED_DATA:-../shared/data}"
 EDGEMETA=.venv/bin/edgemeta
@@ -33,7 +33,7 @@ TASKS=(--manifest "$RUNS/languages-train/manifest.jsonl" --manifest "$RUNS/digit
        --conditions 1 --k 10 --query 10 --inner-steps 20 --update normalized)
 # (a finished run's folder makes this a no-op: meta-train resumes from last.pt and stops at its budget)
 $EDGEMETA meta-train --init "$RUNS/builtin.pt" --method meta-sgd --out "$RUNS/meta-sgd" "${TASKS[@]}" --per-step-rates \
-    --inner-rate 0.002 --max-rate 0.05 --zero-shot-head init --minutes "$MINUTES" --val-every-minutes 4 --threads 2
+    --inner-rate 0.002 --max-rate 0.1 --zero-shot-head init --minutes "$MINUTES" --val-every-minutes 5 --threads 2
 [ -f "$RUNS/finetune/last.pt" ] || $EDGEMETA meta-train --init "$RUNS/builtin.pt" --method finetune --out "$RUNS/finetune" "${TASKS[@]}" --threads 2
 DECODER=(--lm runtime/builtin/lm.npz --lm-weight 0.5 --char-bonus 1.0 --beam 32)  # the built-in's decoder, chosen on dev speakers
 for method in meta-sgd finetune; do
@@ -49,7 +49,7 @@ evaluate() {  # NAME, then eval arguments
         --guard --split "$SPLIT" --json "$OUT/$SPLIT/$name.jsonl"
 }
 evaluate typical --manifest "$SHARED/speechocean762-train/manifest.jsonl"
-evaluate channels --manifest "$SHARED/speechocean762-train/manifest.jsonl" --conditions 2
+evaluate channels --manifest "$SHARED/speechocean762-train/manifest.jsonl" --channels telephone,codec,far-field,noisy
 evaluate languages --manifest "$RUNS/languages-$SPLIT/manifest.jsonl"
 evaluate fsdd --manifest "$SHARED/fsdd-dev/manifest.jsonl"  # the only real digits here: a dev set, reported in both
 if [ "$SPLIT" = dev ]; then

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgemeta.runtime.bundle_format import FORMAT_VERSION
 from edgemeta.runtime.cli import EXIT_BUNDLE, EXIT_INPUT, EXIT_MICROPHONE, EXIT_OK, EXIT_USAGE, build_parser, main
 from edgemeta.runtime.profile_store import ProfileStore
 from export_fixtures import bundle_dir, copy_bundle  # noqa: F401  (session fixture)
@@ -176,8 +177,9 @@ def test_info_and_verify(bundle_dir: Path, tmp_path: Path, capsys: pytest.Captur
     out = capsys.readouterr().out
     assert "head.output.weight" in out and "streaming     yes" in out
     assert "decoder       beam search, beam 8, language model lm.npz" in out and "test words" in out
+    assert "adaptation    meta-sgd: up to 3 sgd steps, rates learned per parameter; enrollment starts from the base head" in out
     assert main(["--bundle", str(bundle_dir), "info", "--json"]) == EXIT_OK
-    assert json.loads(capsys.readouterr().out)["manifest"]["format_version"] == 1
+    assert json.loads(capsys.readouterr().out)["manifest"]["format_version"] == FORMAT_VERSION
     assert main(["--bundle", str(bundle_dir), "verify"]) == EXIT_OK
     assert capsys.readouterr().out.startswith("ok:")
     broken = copy_bundle(bundle_dir, tmp_path)
