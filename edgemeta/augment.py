@@ -194,6 +194,10 @@ def speed_perturb(x: Waveform, factor: float) -> Waveform:
     return _like(faster.numpy(), x)
 
 
+# What ChannelCondition.sample draws, in words (for provenance records): keep in step with it.
+RANDOM_CONDITION_KINDS = "noise 5-30 dB (white, pink, babble), room RT60 0.15-0.8 s, 8 kHz band limit, gain -15 to +3 dB"
+
+
 @dataclass(frozen=True)
 class ChannelCondition:
     """A recording condition: room, noise, channel (bandwidth, telephone line, codec) and level (``None``/``False`` leaves an effect out)."""

@@ -35,6 +35,7 @@ from tqdm import tqdm
 
 from edgemeta.adaptation_methods import META_TRAINING_METHODS, AdaptationMethod, adaptation_method
 from edgemeta.augment import CHANNELS, channel_list
+from edgemeta.augment import RANDOM_CONDITION_KINDS
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint, new_checkpoint, save_checkpoint
 from edgemeta.corpus import DEFAULT_LANGUAGE, corpus_languages, load_corpus
 from edgemeta.distributed import Ranks
@@ -381,6 +382,7 @@ def meta_train(
         "recipe": "meta-train", "config": asdict(config), "init": config.init, "init_method": init.get("method"),
         "data": sources or [], "scope": config.scope, "pretraining": init.get("provenance", {}),
         "languages": run_languages(init, dev_tasks if config.adaptation.meta_training == "rate-only" else train_tasks + dev_tasks),
+        "channel_conditions": channel_conditions(config),
     }
     training = config.adaptation.meta_training
     encoder_outputs = cached_task_outputs(config, model, dev_tasks if training == "rate-only" else train_tasks + dev_tasks, progress)
@@ -466,6 +468,15 @@ def meta_train(
         metrics.close()
         plot_training_curves(out / "metrics.jsonl", out / "training_curves.png")
     return final
+
+
+def channel_conditions(config: MetaTrainConfig) -> dict[str, Any]:
+    """The recording conditions meta-training put its speakers under, for the bundle's provenance."""
+    return {
+        "random_per_speaker": config.conditions,
+        "random_kinds": RANDOM_CONDITION_KINDS if config.conditions else None,
+        "named": list(config.channels),
+    }
 
 
 def _out_of_budget(config: MetaTrainConfig, state: dict[str, Any]) -> bool:

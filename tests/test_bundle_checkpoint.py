@@ -58,8 +58,10 @@ def builtin_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def test_builtin_bundle_rebuilt_agrees_with_its_graph_on_speech(builtin_checkpoint):
+    """The graph holds the zero-shot head (the checkpoint's model head is the one enrollment starts from)."""
     bundle = load_bundle(BUILTIN_BUNDLE)
     model = model_from_checkpoint(builtin_checkpoint).eval()
+    model.load_state_dict(builtin_checkpoint.get("zero_shot_head") or {}, strict=False)
     session = bundle.session(threads=1)
     for clip in speech(SPOKEN):
         with torch.no_grad():
@@ -75,7 +77,9 @@ def test_builtin_checkpoint_carries_the_bundles_head_rates_and_provenance(builti
     assert builtin_checkpoint["inner_steps"] == bundle.inner_steps
     assert builtin_checkpoint["scalar_rate"] is None
     assert_same_tensors(builtin_checkpoint["rates"], bundle.rates())
-    assert_same_tensors({name: builtin_checkpoint["model"][name] for name in bundle.head_names}, bundle.head_weights())
+    assert_same_tensors({name: builtin_checkpoint["model"][name] for name in bundle.head_names}, bundle.init_weights())
+    assert_same_tensors(builtin_checkpoint.get("zero_shot_head") or {n: builtin_checkpoint["model"][n] for n in bundle.head_names},
+                        bundle.head_weights())
     assert builtin_checkpoint["training_speakers"] == bundle.training_speakers
     provenance = builtin_checkpoint["provenance"]
     assert provenance["recipe"] == "from-bundle" and provenance["bundle_digest"] == bundle.digest
