@@ -120,7 +120,8 @@ def test_int8_body_keeps_head_fp32_and_overridable(bundle_dir: Path, exported_mo
 def test_rates_of_checkpoints_without_per_parameter_rates(tiny_model: SpeechRecognizer) -> None:
     weights = head_weights(tiny_model)
     rates, adaptation = head_rates(new_checkpoint(tiny_model, "pretrained", 3, []), weights)
-    assert adaptation == {"method": "pretrained", "rates": "scalar", "scalar_rate": DEFAULT_SCALAR_RATE, "scalar_rate_source": "default"}
+    assert adaptation == {"method": "pretrained", "rates": "scalar", "scalar_rate": DEFAULT_SCALAR_RATE, "scalar_rate_source": "default",
+                          "update": "sgd", "step_scales": None, "init": None}
     assert all(torch.equal(r, torch.full_like(weights[n], DEFAULT_SCALAR_RATE)) for n, r in rates.items())
     rates, adaptation = head_rates(new_checkpoint(tiny_model, "maml", 3, [], scalar_rate=0.05), weights)
     assert adaptation["scalar_rate"] == 0.05 and all(r.shape == weights[n].shape for n, r in rates.items())

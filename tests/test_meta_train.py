@@ -223,7 +223,7 @@ def test_per_step_normalised_meta_sgd_keeps_the_init_head_for_users_who_never_en
     """``--update normalized --per-step-rates --zero-shot-head init``: the checkpoint holds S factors per head tensor that
     meta-training moved, the rule, and the init's head as the zero-shot head while its own head moved on."""
     config = tiny_config(tmp_path / "run", inner_steps=3, update="normalized", per_step_rates=True, zero_shot_head="init",
-                         freeze_body=True, inner_rate=0.01)
+                         freeze_body=True, inner_rate=0.01, conditions=1, channels=["telephone"])
     final = meta_train(config, init, tasks("t", 3), tasks("d", 2), progress=False)
     head_names = sorted(n for n in final["model"] if n.startswith("head."))
     assert final["update_rule"] == "normalized" and sorted(final["step_scales"]) == head_names == sorted(final["zero_shot_head"])
@@ -232,6 +232,8 @@ def test_per_step_normalised_meta_sgd_keeps_the_init_head_for_users_who_never_en
     for name in head_names:
         assert torch.equal(final["zero_shot_head"][name], init["model"][name])
     assert any(not torch.equal(final["model"][n], init["model"][n]) for n in head_names)
+    conditions = final["provenance"]["channel_conditions"]
+    assert conditions["random_per_speaker"] == 1 and conditions["named"] == ["telephone"] and "RT60" in conditions["random_kinds"]
     summary = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])["rates"]
     assert len(summary["head.output.weight per step"]) == 3
 
