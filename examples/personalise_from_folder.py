@@ -66,7 +66,7 @@ def get_args() -> argparse.Namespace:
 def create_profile(bundle: Bundle, store: ProfileStore, user: str, source: str, threads: int) -> tuple[Enrollment, Profile]:
     """Read the clips of ``source``, enroll ``user`` on them and save the profile (as ``edgemeta-runtime enroll --from``)."""
     clips, unreadable = clips_from_source(source, bundle.sample_rate)
-    print(f"enrolling {user} on {len(clips)} readable clips from {source} ({bundle.inner_steps} steps, bundle {bundle.source})")
+    print(f"enrolling {user} on {len(clips)} readable clips from {source} (up to {bundle.inner_steps} steps, bundle {bundle.source})")
     return enroll_and_save(bundle, store, user, clips, unreadable, threads)
 
 

@@ -150,7 +150,7 @@ def main() -> None:
     timings["export"] = time.perf_counter() - started - sum(timings.values())
 
     enrollment_clips, scored_clips = held_out[: args.k], held_out[args.k :]
-    print(f"4. enrolling {speaker} on {len(enrollment_clips)} clips ({bundle.inner_steps} steps, "
+    print(f"4. enrolling {speaker} on {len(enrollment_clips)} clips (up to {bundle.inner_steps} steps, "
           f"{bundle.adaptation['rates']} rates)")
     result = enroll(bundle, enrollment_clips, args.threads)
     for name, reason in result.clips_left_out:

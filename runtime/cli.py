@@ -160,7 +160,7 @@ def command_enroll(args: argparse.Namespace) -> int:
     else:
         clips, overflows = clips_from_microphone(args.clips, args.device, bundle.sample_rate)
         unreadable = []
-    say(f"enrolling {user}: {len(clips)} readable clips, {bundle.inner_steps} steps, bundle {bundle.source}")
+    say(f"enrolling {user}: {len(clips)} readable clips, up to {bundle.inner_steps} steps, bundle {bundle.source}")
     result, profile = enroll_and_save(bundle, store, user, clips, unreadable, args.threads)
     report_enrollment(user, result, args.json)
     if overflows:
@@ -419,6 +419,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("bundle_path", nargs="?", metavar="BUNDLE", help="the bundle to check (same as --bundle)")
 
     sub = add("enroll", command_enroll, "adapt to a user from the microphone or from recorded clips", "edgemeta-runtime enroll --user alice --from clips/")
+    sub.description = (
+        "Adapt to a user from the microphone or from recorded clips (about 10 sentences; a folder holds\n"
+        "audio files with same-stem .txt transcripts). Silent, clipped or mismatched clips are named and\n"
+        "left out. A guard adapts the head K-fold on the user's own clips for several step counts (up to\n"
+        "the bundle's S) and keeps the count whose held-out CER is lowest, or the base head when none\n"
+        "lowers the held-out loss without raising the CER; it says which and why. The result is saved as\n"
+        "the user's profile (the previous version is kept).")
     sub.add_argument("--user", required=True, help="user name ([A-Za-z0-9_.-], up to 64)")
     sub.add_argument("--from", dest="source", metavar="MANIFEST|DIR", help="JSONL manifest or folder of audio + same-stem .txt (default: record from the microphone)")
     sub.add_argument("--clips", type=int, default=10, metavar="N", help="sentences to record from the microphone (default 10)")
