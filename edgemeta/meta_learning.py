@@ -61,8 +61,7 @@ class AlgorithmConfig:
     Meta-SGD (``maml``/``fomaml`` fix it by name). ``scope``: ``head`` (what
     the device adapts), ``gru+head`` (ablation: the last GRU adapts too) or
     ``encoder+gru+head`` (ablation: so do the whisper encoder blocks that pretraining trained).
-    ``update``: the update rule (:data:`~edgemeta.runtime.update_rule.UPDATE_RULES`);
-    ``per_step_rates``: Meta-SGD also learns a factor per tensor and step (MAML++'s per-step rates).
+    ``update``: the update rule (:data:`~edgemeta.runtime.update_rule.UPDATE_RULES`).
     """
 
     method: str = "meta-sgd"
@@ -72,7 +71,6 @@ class AlgorithmConfig:
     rate_parameterisation: str = "log"
     scope: str = "head"
     update: str = SGD
-    per_step_rates: bool = False
 
     def __post_init__(self) -> None:
         if self.update not in UPDATE_RULES:

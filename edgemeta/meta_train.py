@@ -34,8 +34,7 @@ import torch
 from tqdm import tqdm
 
 from edgemeta.adaptation_methods import META_TRAINING_METHODS, AdaptationMethod, adaptation_method
-from edgemeta.augment import CHANNELS, channel_list
-from edgemeta.augment import RANDOM_CONDITION_KINDS
+from edgemeta.augment import CHANNELS, RANDOM_CONDITION_KINDS, channel_list
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint, new_checkpoint, save_checkpoint
 from edgemeta.corpus import DEFAULT_LANGUAGE, corpus_languages, load_corpus
 from edgemeta.distributed import Ranks
@@ -54,8 +53,8 @@ from edgemeta.meta_learning import (
     select_scalar_rate,
     task_loss,
 )
-from edgemeta.model import WHISPER_TINY_EN, SpeechRecognizer, head_parameter_names
 from edgemeta.evaluation.summary import WORSE_MARGIN
+from edgemeta.model import WHISPER_TINY_EN, SpeechRecognizer, head_parameter_names
 from edgemeta.runtime.ctc_loss import min_frames
 from edgemeta.runtime.text import encode
 from edgemeta.runtime.update_rule import SGD, UPDATE_RULES, StepRates
@@ -151,7 +150,7 @@ class MetaTrainConfig:
         """The inner-loop settings (a control adapts as the method it stands in for: ``ctc-control`` as fine-tuning)."""
         first_order = not self.adaptation.second_order(self.first_order)
         return AlgorithmConfig(self.adaptation.adapts_as, self.inner_steps, self.inner_rate, first_order, self.rate_parameterisation,
-                               self.scope, self.update, self.per_step_rates)
+                               self.scope, self.update)
 
     @property
     def trains_body(self) -> bool:
@@ -407,9 +406,7 @@ def meta_train(
     speakers = sorted(set(init.get("training_speakers", [])) | {task.name for task in train_tasks})
     zero_shot = None
     if config.zero_shot_head == "init":
-        head_names = set(head_parameter_names(model))
-        zero_shot = init.get("zero_shot_head") or {name: p.detach().clone() for name, p in model_from_checkpoint(init).named_parameters()
-                                                  if name in head_names}
+        zero_shot = init.get("zero_shot_head") or {name: init["model"][name].clone() for name in head_parameter_names(model)}
     if ranks.main:
         out.mkdir(parents=True, exist_ok=True)
         log.info("%s: %d training tasks, %d dev tasks, %d clips too short for CTC alignment",

@@ -57,7 +57,6 @@ from edgemeta.runtime.bundle_format import (
     FORMAT_VERSION,
     HEAD_FILE,
     HEAD_WEIGHTS_FILE,
-    INIT_WEIGHTS_FILE,
     MANIFEST,
     MODEL_FILE,
     RATES_FILE,
@@ -293,7 +292,7 @@ class Bundle:
 
     def init_weights(self) -> dict[str, torch.Tensor]:
         """The head enrollment starts from: ``init.safetensors`` when the bundle has one, else the base head."""
-        return self._tensors(INIT_WEIGHTS_FILE) if self.has_init_head else self.head_weights()
+        return self._tensors(self.manifest["adaptation"]["init"]) if self.has_init_head else self.head_weights()
 
     def rates(self) -> dict[str, torch.Tensor]:
         """Per-parameter learning rates λ, same names and shapes as :meth:`head_weights`."""

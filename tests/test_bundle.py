@@ -261,6 +261,13 @@ def test_a_format_1_bundle_steps_plain_sgd_from_its_base_head(bundle_dir: Path, 
         torch.testing.assert_close(old.init_weights()[name], old.head_weights()[name], rtol=0, atol=0)
 
 
+def test_step_factors_must_cover_every_head_tensor_and_step(enrolling_bundle_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    copy = copy_bundle(enrolling_bundle_dir, tmp_path)
+    edit_manifest(copy, lambda manifest: manifest["adaptation"]["step_scales"]["head.scale"].pop())
+    with pytest.raises(BundleError, match=r"step_scales need 4 factors for each of \['head.scale'"):
+        load_bundle(copy).step_rates()
+
+
 def test_an_unknown_update_rule_is_refused(bundle_dir: Path, tmp_path: Path) -> None:  # noqa: F811
     copy = copy_bundle(bundle_dir, tmp_path)
     edit_manifest(copy, lambda manifest: manifest["adaptation"].update(update="adam"))

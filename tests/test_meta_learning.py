@@ -97,7 +97,7 @@ def test_meta_sgd_gradients_match_finite_differences(double_model: SpeechRecogni
 def test_per_step_rates_and_normalised_steps_have_exact_gradients(double_model: SpeechRecognizer) -> None:
     """Second-order Meta-SGD with the normalised rule and a factor per tensor and step: d(query loss after 3 steps)/d(λ, step
     factors, head init) against finite differences; each step's factors get their own, non-zero gradient."""
-    config = AlgorithmConfig("meta-sgd", inner_steps=3, scope="head", update="normalized", per_step_rates=True)
+    config = AlgorithmConfig("meta-sgd", inner_steps=3, scope="head", update="normalized")
     part = AdaptedPart(double_model)
     rates = LearnedRates({n: p.shape for n, p in part.params().items()}, 0.01, "log", torch.float64, steps=3)
     with torch.no_grad():
