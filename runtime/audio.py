@@ -123,8 +123,12 @@ def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: fl
     absurdly long recording.
     """
     path = Path(path)
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory; pass audio files (e.g. {path}/*.wav)")
     if not path.is_file():
         raise AudioError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise AudioError(f"{path}: empty file (0 bytes)")
     try:
         promised = _promised_size(path)
         if promised is not None:

@@ -451,9 +451,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+GLOBAL_OPTIONS = ("--bundle", "--threads")  # options of edgemeta-runtime itself, given before COMMAND
+
+
+def misplaced_option(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
+    """A hint when an option that goes before COMMAND (``--bundle``, ``--threads``) follows it, else ``None``."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    index = 0
+    while index < len(argv) and argv[index] not in commands:
+        index += 1 + (argv[index] in GLOBAL_OPTIONS)  # skip a global option's value
+    if index >= len(argv):
+        return None
+    command = argv[index]
+    for position, token in enumerate(argv[index + 1 :], index + 1):
+        if token == "--":
+            return None
+        option, _, value = token.partition("=")
+        if option in GLOBAL_OPTIONS:
+            value = value or (argv[position + 1] if position + 1 < len(argv) else option.strip("-").upper())
+            return f"{option} goes before the command: edgemeta-runtime {option} {value} {command} ..."
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``edgemeta-runtime``."""
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    hint = misplaced_option(parser, argv)
+    if hint is not None:
+        parser.error(hint)
     args = parser.parse_args(argv)
     if args.command == "profiles" and args.action in ("show", "rollback", "delete") and not args.users:
         parser.error(f"profiles {args.action} needs at least one USER")

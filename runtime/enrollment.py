@@ -8,11 +8,13 @@ later bundle can re-adapt without new recordings.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from edgemeta.runtime.adapter import Adapter, Enrollment, EnrollmentClip
 from edgemeta.runtime.audio import AudioError, read_audio
 from edgemeta.runtime.bundle import Bundle
-from edgemeta.runtime.manifest import read_clips
-from edgemeta.runtime.profile_store import Profile, ProfileStore, StoredClip
+from edgemeta.runtime.manifest import ManifestError, read_manifest, scan_folder
+from edgemeta.runtime.profile_store import Profile, ProfileStore, StoredClip, check_user
 
 ENROLLMENT_SENTENCES = (
     "The quick brown fox jumps over the lazy dog.",
@@ -33,10 +35,18 @@ ENROLLMENT_SENTENCES = (
 def clips_from_source(source: str, sample_rate: int) -> tuple[list[EnrollmentClip], list[tuple[str, str]]]:
     """Readable clips of a manifest or folder, resampled to ``sample_rate`` (the bundle's), and the unreadable ones with their reasons.
 
-    Raises :class:`ManifestError` when the manifest or folder itself cannot be used.
+    Audio files of a folder without a same-stem ``.txt`` are among the unreadable ones.
+    Raises :class:`ManifestError` when the manifest or folder itself cannot be used
+    (not a manifest, no audio files, no transcripts, no clips).
     """
     clips, unreadable = [], []
-    for clip in read_clips(source):
+    if Path(source).is_dir():
+        listed, unreadable = scan_folder(source)
+    else:
+        listed = read_manifest(source)
+        if not listed:
+            raise ManifestError(f"{source}: no clips in this manifest (one JSON object per line with 'audio' and 'text')")
+    for clip in listed:
         try:
             clips.append(EnrollmentClip(clip.audio.name, read_audio(clip.audio, sample_rate, max_seconds=60), clip.text))
         except AudioError as error:
@@ -58,3 +68,21 @@ def enroll_and_save(bundle: Bundle, store: ProfileStore, user: str, clips: list[
         bundle_source=str(bundle.source),
     )
     return result, store.save(profile)
+
+
+def enroll(user: str, source: str | Path, bundle: Bundle | str | Path | None = None, home: str | Path | None = None,
+           threads: int = 1) -> tuple[Enrollment, Profile]:
+    """Enroll ``user`` from a folder (audio + same-stem ``.txt``) or JSONL manifest, as ``edgemeta-runtime enroll --from``.
+
+    ``bundle``: a :class:`Bundle`, a bundle path, or ``None`` for the built-in one;
+    profiles live under ``home`` (default ``$EDGEMETA_HOME``). Returns what enrollment
+    did (clips used and left out with reasons, the guard's decision) and the saved
+    profile. Raises :class:`ManifestError` for a source that cannot be used (nothing
+    is saved then) and :class:`~edgemeta.runtime.profile_store.UserNameError` for a bad name.
+    """
+    from edgemeta.runtime.api import as_bundle
+
+    check_user(user)
+    loaded = as_bundle(bundle)
+    clips, unreadable = clips_from_source(str(source), loaded.sample_rate)
+    return enroll_and_save(loaded, ProfileStore(home), user, clips, unreadable, threads)

@@ -14,6 +14,9 @@ class ManifestError(ValueError):
     """A manifest or folder that cannot be read; the message names the file and the line."""
 
 
+EXPECTED = "expected a JSONL manifest (.jsonl) or a folder of audio files with same-stem .txt transcripts (clip01.wav + clip01.txt)"
+
+
 @dataclass
 class Clip:
     """One recording and its transcript; ``audio`` is an absolute path."""
@@ -27,22 +30,29 @@ class Clip:
 def read_manifest(path: str | Path) -> list[Clip]:
     """Clips of a JSONL manifest; relative ``audio`` paths are resolved against its folder."""
     path = Path(path)
+    if not path.exists():
+        raise ManifestError(f"{path}: no such manifest file or folder ({EXPECTED})")
     if not path.is_file():
-        raise ManifestError(f"{path}: no such manifest file")
+        raise ManifestError(f"{path}: not a manifest file ({EXPECTED})")
+    if path.suffix.lower() in AUDIO_SUFFIXES:
+        raise ManifestError(f"{path}: an audio file, not a manifest; {EXPECTED}")
     clips = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                audio, text = record.pop("audio"), record.pop("text")
-            except json.JSONDecodeError as error:
-                raise ManifestError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            except (KeyError, AttributeError, TypeError):
-                raise ManifestError(f"{path}:{number}: each line needs an object with 'audio' and 'text'") from None
-            speaker = str(record.pop("speaker", "unknown"))
-            clips.append(Clip((path.parent / audio).resolve(), str(text), speaker, record))
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                    audio, text = record.pop("audio"), record.pop("text")
+                except json.JSONDecodeError as error:
+                    raise ManifestError(f"{path}:{number}: not valid JSON ({error.msg}); {EXPECTED}") from None
+                except (KeyError, AttributeError, TypeError):
+                    raise ManifestError(f"{path}:{number}: each line needs an object with 'audio' and 'text'") from None
+                speaker = str(record.pop("speaker", "unknown"))
+                clips.append(Clip((path.parent / audio).resolve(), str(text), speaker, record))
+    except UnicodeDecodeError:
+        raise ManifestError(f"{path}: not a manifest (not UTF-8 text); {EXPECTED}") from None
     return clips
 
 
@@ -59,17 +69,39 @@ def write_manifest(path: str | Path, clips: Iterable[Clip]) -> None:
             handle.write(json.dumps(record) + "\n")
 
 
-def read_folder(folder: str | Path, speaker: str | None = None) -> list[Clip]:
-    """Clips of a folder of audio files with same-stem ``.txt`` transcripts (audio without one is skipped)."""
+def scan_folder(folder: str | Path, speaker: str | None = None) -> tuple[list[Clip], list[tuple[str, str]]]:
+    """Clips of a folder of audio files with same-stem ``.txt`` transcripts, and the audio files left out with why.
+
+    Raises :class:`ManifestError` for a missing folder, one without audio files,
+    or one where no audio file has a transcript.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise ManifestError(f"{folder}: no such folder")
-    clips = []
-    for audio in sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES):
+    clips, left_out = [], []
+    audio_files = sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    if not audio_files:
+        raise ManifestError(f"{folder}: no audio files in this folder ({', '.join(AUDIO_SUFFIXES)}); {EXPECTED}")
+    for audio in audio_files:
         transcript = audio.with_suffix(".txt")
-        if transcript.is_file():
-            clips.append(Clip(audio.resolve(), transcript.read_text(encoding="utf-8").strip(), speaker or folder.name))
-    return clips
+        if not transcript.is_file():
+            left_out.append((audio.name, f"no {transcript.name} transcript"))
+            continue
+        try:
+            text = transcript.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            left_out.append((audio.name, f"{transcript.name} is not readable UTF-8 text ({error})"))
+            continue
+        clips.append(Clip(audio.resolve(), text, speaker or folder.name))
+    if not clips:
+        raise ManifestError(f"{folder}: none of its {len(audio_files)} audio files has a same-stem .txt transcript "
+                            f"(e.g. {audio_files[0].name} needs {audio_files[0].with_suffix('.txt').name})")
+    return clips, left_out
+
+
+def read_folder(folder: str | Path, speaker: str | None = None) -> list[Clip]:
+    """Clips of a folder of audio files with same-stem ``.txt`` transcripts (see :func:`scan_folder`; audio without one is left out)."""
+    return scan_folder(folder, speaker)[0]
 
 
 def read_clips(source: str | Path) -> list[Clip]:

@@ -191,7 +191,8 @@ class ProfileStore:
             pointer = json.loads(path.read_text(encoding="utf-8"))
             return {"current": int(pointer["current"]), "previous": None if pointer["previous"] is None else int(pointer["previous"])}
         except FileNotFoundError:
-            raise ProfileError(f"{user}: no profile ({path} does not exist)") from None
+            raise ProfileError(f"{user}: no profile ({path} does not exist); "
+                               f"enroll first: edgemeta-runtime enroll --user {user} --from CLIPS/") from None
         except (ValueError, KeyError, TypeError) as error:
             raise ProfileError(f"{path}: not a readable profile index ({error})") from None
 

@@ -5,7 +5,7 @@ import pytest
 import soundfile
 
 from edgemeta.corpus import load_corpus
-from edgemeta.runtime.manifest import Clip, ManifestError, read_clips, read_folder, read_manifest, write_manifest
+from edgemeta.runtime.manifest import Clip, ManifestError, read_clips, read_folder, read_manifest, scan_folder, write_manifest
 
 
 def test_manifest_round_trip_relative_paths_and_unknown_keys(tmp_path):
@@ -59,3 +59,26 @@ def test_corpus_loader_skips_bad_clips_and_caches_outside_the_manifest(tmp_path,
     assert "bad.wav" in caplog.text and "missing.wav" in caplog.text
     assert list((tmp_path / "cache" / "edgemeta" / "audio").glob("*.npz"))
     assert sorted(p.name for p in data.iterdir()) == ["bad.wav", "good.wav", "m.jsonl"]
+
+
+def test_an_audio_file_or_binary_file_is_not_a_manifest(tmp_path):
+    soundfile.write(tmp_path / "clip.wav", np.zeros(1600, np.float32), 16000)
+    with pytest.raises(ManifestError, match=r"clip.wav: an audio file, not a manifest; expected a JSONL manifest \(.jsonl\) or a folder"):
+        read_clips(tmp_path / "clip.wav")
+    (tmp_path / "data.bin").write_bytes(b"\xff\xfe\x00\x81binary")
+    with pytest.raises(ManifestError, match=r"data.bin: not a manifest \(not UTF-8 text\); expected a JSONL manifest"):
+        read_manifest(tmp_path / "data.bin")
+
+
+def test_a_folder_names_audio_without_transcripts_and_refuses_when_none_is_usable(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no audio here\n")
+    with pytest.raises(ManifestError, match=r"empty: no audio files in this folder .*same-stem .txt"):
+        read_folder(tmp_path / "empty")
+    for name in ("a", "b"):
+        soundfile.write(tmp_path / f"{name}.wav", np.zeros(1600, np.float32), 16000)
+    with pytest.raises(ManifestError, match=r"none of its 2 audio files has a same-stem .txt transcript \(e.g. a.wav needs a.txt\)"):
+        scan_folder(tmp_path)
+    (tmp_path / "a.txt").write_text("first\n")
+    clips, left_out = scan_folder(tmp_path)
+    assert [c.text for c in clips] == ["first"] and left_out == [("b.wav", "no b.txt transcript")]

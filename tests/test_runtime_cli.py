@@ -229,3 +229,75 @@ def test_a_truncated_wav_is_an_error_for_transcribe_and_left_out_by_enroll(bundl
     assert report["clips_used"] == ["clip0.wav", "clip1.wav", "clip2.wav"]
     assert [c["clip"] for c in report["clips_left_out"]] == ["cut.wav"] and "truncated" in report["clips_left_out"][0]["reason"]
     assert [c.name for c in ProfileStore(tmp_path / "home").load("ivy").clips] == ["clip0.wav", "clip1.wav", "clip2.wav"]
+
+
+def test_enrollment_inputs_fail_loudly(bundle_dir: Path, tmp_path: Path, home: Path, capsys: pytest.CaptureFixture) -> None:  # noqa: F811
+    """Issue 31: each bad input is one clear line naming it, with the documented exit code, and nothing half-saved."""
+    bundle = ["--bundle", str(bundle_dir)]
+    store = ProfileStore(home)
+    clip = write_clip(tmp_path, "clip.wav", speech()[0], None)
+
+    # a single audio file given as --from: one line naming it and what is expected, exit 1, no profile
+    assert main([*bundle, "enroll", "--user", "una", "--from", str(clip)]) == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"error: {clip}: an audio file, not a manifest; expected a JSONL manifest (.jsonl) "
+                                        "or a folder of audio files with same-stem .txt transcripts (clip01.wav + clip01.txt)"]
+    assert store.users() == []
+
+    # an empty folder: an error naming it, exit 1, no profile
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([*bundle, "enroll", "--user", "una", "--from", str(empty)]) == EXIT_INPUT
+    assert f"error: {empty}: no audio files in this folder" in capsys.readouterr().err
+    assert store.users() == []
+    (tmp_path / "none.jsonl").write_text("\n")
+    assert main([*bundle, "enroll", "--user", "una", "--from", str(tmp_path / "none.jsonl")]) == EXIT_INPUT
+    assert "none.jsonl: no clips in this manifest" in capsys.readouterr().err
+    assert store.users() == []
+
+    # audio without a transcript and a 0-byte clip are named; the rest enrolls (exit 0)
+    clips = tmp_path / "clips"
+    for index, (audio, text) in enumerate(zip(speech()[:3], TEXTS)):
+        write_clip(clips, f"clip{index}.wav", audio, text)
+    write_clip(clips, "orphan.wav", speech()[3], None)
+    (clips / "zero.wav").write_bytes(b"")
+    (clips / "zero.txt").write_text("hello\n")
+    assert main([*bundle, "enroll", "--user", "una", "--from", str(clips)]) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "enrolling una: 3 readable clips" in err
+    assert "left out orphan.wav: no orphan.txt transcript" in err
+    assert f"left out zero.wav: {clips / 'zero.wav'}: empty file (0 bytes)" in err
+    assert [c.name for c in store.load("una").clips] == ["clip0.wav", "clip1.wav", "clip2.wav"]
+
+    # transcribe: a directory and an empty file are said as such
+    assert main([*bundle, "transcribe", str(clips)]) == EXIT_INPUT
+    assert f"error: {clips}: is a directory; pass audio files (e.g. {clips}/*.wav)" in capsys.readouterr().err
+    assert main([*bundle, "transcribe", str(clips / "zero.wav")]) == EXIT_INPUT
+    assert f"error: {clips / 'zero.wav'}: empty file (0 bytes)" in capsys.readouterr().err
+
+    # a user never enrolled: how to enroll
+    assert main([*bundle, "transcribe", "--user", "nobody", str(clip)]) == EXIT_INPUT
+    assert "nobody: no profile (" in (err := capsys.readouterr().err)
+    assert "enroll first: edgemeta-runtime enroll --user nobody --from CLIPS/" in err
+
+    # an option of edgemeta-runtime itself after the command: where it goes
+    for argv, hint in (
+        (["transcribe", "--bundle", "X", str(clip)], "--bundle goes before the command: edgemeta-runtime --bundle X transcribe ..."),
+        ([*bundle, "enroll", "--user", "una", "--threads=2"], "--threads goes before the command: edgemeta-runtime --threads 2 enroll ..."),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == EXIT_USAGE and hint in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the hint looks only after the command: an option before it is fine, a file named X too
+        main([*bundle, "transcribe", "--help"])
+    capsys.readouterr()
+
+
+def test_a_single_audio_file_as_manifest_is_one_line_without_traceback(tmp_path: Path) -> None:
+    """Through the installed command: no traceback, one line, exit 1."""
+    clip = write_clip(tmp_path, "clip.wav", speech()[0], None)
+    result = run_runtime(["enroll", "--user", "una", "--from", str(clip)], runtime_env(tmp_path, tmp_path / "home"))
+    assert result.returncode == EXIT_INPUT
+    assert result.stderr.splitlines() == [f"error: {clip}: an audio file, not a manifest; expected a JSONL manifest (.jsonl) "
+                                          "or a folder of audio files with same-stem .txt transcripts (clip01.wav + clip01.txt)"]
+    assert not (tmp_path / "home").exists() or not list((tmp_path / "home").rglob("*.json"))
