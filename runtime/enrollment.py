@@ -13,7 +13,8 @@ from pathlib import Path
 from edgemeta.runtime.adapter import Adapter, Enrollment, EnrollmentClip
 from edgemeta.runtime.audio import AudioError, read_audio
 from edgemeta.runtime.bundle import Bundle
-from edgemeta.runtime.manifest import ManifestError, read_manifest, scan_folder
+from edgemeta.runtime.api import as_bundle
+from edgemeta.runtime.manifest import scan_clips
 from edgemeta.runtime.profile_store import Profile, ProfileStore, StoredClip, check_user
 
 ENROLLMENT_SENTENCES = (
@@ -39,13 +40,8 @@ def clips_from_source(source: str, sample_rate: int) -> tuple[list[EnrollmentCli
     Raises :class:`ManifestError` when the manifest or folder itself cannot be used
     (not a manifest, no audio files, no transcripts, no clips).
     """
-    clips, unreadable = [], []
-    if Path(source).is_dir():
-        listed, unreadable = scan_folder(source)
-    else:
-        listed = read_manifest(source)
-        if not listed:
-            raise ManifestError(f"{source}: no clips in this manifest (one JSON object per line with 'audio' and 'text')")
+    clips = []
+    listed, unreadable = scan_clips(source)
     for clip in listed:
         try:
             clips.append(EnrollmentClip(clip.audio.name, read_audio(clip.audio, sample_rate, max_seconds=60), clip.text))
@@ -80,8 +76,6 @@ def enroll(user: str, source: str | Path, bundle: Bundle | str | Path | None = N
     profile. Raises :class:`ManifestError` for a source that cannot be used (nothing
     is saved then) and :class:`~edgemeta.runtime.profile_store.UserNameError` for a bad name.
     """
-    from edgemeta.runtime.api import as_bundle
-
     check_user(user)
     loaded = as_bundle(bundle)
     clips, unreadable = clips_from_source(str(source), loaded.sample_rate)

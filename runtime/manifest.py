@@ -99,11 +99,19 @@ def scan_folder(folder: str | Path, speaker: str | None = None) -> tuple[list[Cl
     return clips, left_out
 
 
-def read_folder(folder: str | Path, speaker: str | None = None) -> list[Clip]:
-    """Clips of a folder of audio files with same-stem ``.txt`` transcripts (see :func:`scan_folder`; audio without one is left out)."""
-    return scan_folder(folder, speaker)[0]
+def scan_clips(source: str | Path) -> tuple[list[Clip], list[tuple[str, str]]]:
+    """Clips from a manifest file or a folder, whichever ``source`` is, and a folder's audio files left out with why.
+
+    Raises :class:`ManifestError` for a source that holds no usable clip.
+    """
+    if Path(source).is_dir():
+        return scan_folder(source)
+    clips = read_manifest(source)
+    if not clips:
+        raise ManifestError(f"{source}: no clips in this manifest (one JSON object per line with 'audio' and 'text')")
+    return clips, []
 
 
 def read_clips(source: str | Path) -> list[Clip]:
-    """Clips from a manifest file or a folder, whichever ``source`` is."""
-    return read_folder(source) if Path(source).is_dir() else read_manifest(source)
+    """Clips from a manifest file or a folder, whichever ``source`` is (see :func:`scan_clips`)."""
+    return scan_clips(source)[0]

@@ -5,7 +5,7 @@ import pytest
 import soundfile
 
 from edgemeta.corpus import load_corpus
-from edgemeta.runtime.manifest import Clip, ManifestError, read_clips, read_folder, read_manifest, scan_folder, write_manifest
+from edgemeta.runtime.manifest import Clip, ManifestError, read_clips, read_manifest, scan_clips, scan_folder, write_manifest
 
 
 def test_manifest_round_trip_relative_paths_and_unknown_keys(tmp_path):
@@ -32,7 +32,7 @@ def test_missing_manifest_and_folder(tmp_path):
     with pytest.raises(ManifestError, match="no such manifest"):
         read_manifest(tmp_path / "nope.jsonl")
     with pytest.raises(ManifestError, match="no such folder"):
-        read_folder(tmp_path / "nope")
+        scan_folder(tmp_path / "nope")
 
 
 def test_folder_of_clips_with_transcripts(tmp_path):
@@ -74,7 +74,10 @@ def test_a_folder_names_audio_without_transcripts_and_refuses_when_none_is_usabl
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no audio here\n")
     with pytest.raises(ManifestError, match=r"empty: no audio files in this folder .*same-stem .txt"):
-        read_folder(tmp_path / "empty")
+        read_clips(tmp_path / "empty")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(ManifestError, match=r"empty.jsonl: no clips in this manifest"):
+        scan_clips(tmp_path / "empty.jsonl")
     for name in ("a", "b"):
         soundfile.write(tmp_path / f"{name}.wav", np.zeros(1600, np.float32), 16000)
     with pytest.raises(ManifestError, match=r"none of its 2 audio files has a same-stem .txt transcript \(e.g. a.wav needs a.txt\)"):
