@@ -117,15 +117,9 @@ def clip_language(clip: Clip) -> str:
     return str(clip.extra.get("language", DEFAULT_LANGUAGE))
 
 
-def corpus_languages(data: Iterable[Utterance | str | Path]) -> list[str]:
-    """Sorted distinct languages of utterances and of every clip of manifests (paths), for a checkpoint's provenance."""
-    languages = set()
-    for item in data:
-        if isinstance(item, Utterance):
-            languages.add(item.language)
-        else:
-            languages.update(clip_language(clip) for clip in read_manifest(item))
-    return sorted(languages)
+def corpus_languages(utterances: Iterable[Utterance]) -> list[str]:
+    """Sorted distinct languages of ``utterances``, for a checkpoint's provenance."""
+    return sorted({u.language for u in utterances})
 
 
 def speakers_of(utterances: list[Utterance]) -> list[str]:
