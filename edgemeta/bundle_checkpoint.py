@@ -148,8 +148,7 @@ def _adaptation_fields(bundle: Bundle) -> dict[str, Any]:
         # the exporter fills in a default rate for a checkpoint that had none
         "scalar_rate": None if adaptation.get("scalar_rate_source") == "default" else adaptation.get("scalar_rate"),
     }
-    if adaptation.get("update"):
-        fields["update_rule"] = adaptation["update"]
+    fields["update_rule"] = adaptation["update"]
     if adaptation.get("step_scales"):
         fields["step_scales"] = {name: torch.tensor(factors) for name, factors in adaptation["step_scales"].items()}
     return fields

@@ -445,14 +445,15 @@ def select_scalar_rate(
     return min(grid, key=lambda rate: (table[rate], rate)), table
 
 
-def _checkpoint_rates(checkpoint: Mapping[str, Any], steps: int) -> StepRates:
+def checkpoint_rates(checkpoint: Mapping[str, Any], steps: int) -> StepRates | None:
+    """The rates a checkpoint adapts with over ``steps`` steps: λ (per step with its ``step_scales``), its scalar rate, or ``None``."""
     if checkpoint.get("rates") and checkpoint.get("step_scales"):
         return per_step_rates(dict(checkpoint["rates"]), checkpoint["step_scales"], steps)
     if checkpoint.get("rates"):
         return dict(checkpoint["rates"])
     if checkpoint.get("scalar_rate") is not None:
         return float(checkpoint["scalar_rate"])
-    raise ValueError(f"checkpoint of method {checkpoint.get('method')!r} has neither per-parameter rates nor a scalar rate")
+    return None
 
 
 def adapt_head(
@@ -483,7 +484,9 @@ def adapt_head(
         model = model_from_checkpoint(checkpoint)
         scope = checkpoint.get("provenance", {}).get("scope", "head")
         steps = checkpoint["inner_steps"] if steps is None else steps
-        rates = _checkpoint_rates(checkpoint, steps) if rates is None else rates
+        rates = checkpoint_rates(checkpoint, steps) if rates is None else rates
+        if rates is None:
+            raise ValueError(f"checkpoint of method {checkpoint.get('method')!r} has neither per-parameter rates nor a scalar rate")
         rule = checkpoint.get("update_rule", SGD) if rule is None else rule
     part = AdaptedPart(model.eval(), scope)
     params = {n: p.detach() for n, p in part.params().items()}

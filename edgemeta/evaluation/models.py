@@ -13,11 +13,11 @@ import torch
 from edgemeta.checkpoint import load_checkpoint, model_from_checkpoint
 from edgemeta.corpus import Utterance
 from edgemeta.evaluation import EvalError
-from edgemeta.meta_learning import AdaptedPart, ClipBatch, adapt_head, decode, encode_clips
+from edgemeta.meta_learning import AdaptedPart, ClipBatch, adapt_head, checkpoint_rates, decode, encode_clips
 from edgemeta.runtime.adapter import Adapter, EnrollmentClip
 from edgemeta.runtime.bundle import BundleError, is_archive, load_bundle
 from edgemeta.runtime.recognizer import Recognizer
-from edgemeta.runtime.update_rule import SGD, per_step_rates
+from edgemeta.runtime.update_rule import SGD
 
 
 @dataclass
@@ -72,8 +72,7 @@ class CheckpointModel:
         scalar = self.checkpoint.get("scalar_rate")
         self.scalar_rate = None if scalar is None else float(scalar)
         self.scalar_rate_source = f"checkpoint {path.name}"
-        rates, scales = self.checkpoint.get("rates"), self.checkpoint.get("step_scales")
-        self.rates = (per_step_rates(dict(rates), scales, self.steps) if scales else dict(rates)) if rates else self.scalar_rate
+        self.rates = checkpoint_rates(self.checkpoint, self.steps)
         self.has_rates = self.rates is not None
 
     def prepare(self, scored: list[Utterance]) -> ClipBatch:
