@@ -451,15 +451,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-GLOBAL_OPTIONS = ("--bundle", "--threads")  # options of edgemeta-runtime itself, given before COMMAND
-
-
 def misplaced_option(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
-    """A hint when an option that goes before COMMAND (``--bundle``, ``--threads``) follows it, else ``None``."""
+    """A hint when an option of ``edgemeta-runtime`` itself (``--bundle``, ``--threads``: before COMMAND) follows COMMAND, else ``None``."""
     commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    global_options = {option for a in parser._actions if a.nargs != 0 for option in a.option_strings}  # those taking a value
     index = 0
     while index < len(argv) and argv[index] not in commands:
-        index += 1 + (argv[index] in GLOBAL_OPTIONS)  # skip a global option's value
+        index += 1 + (argv[index] in global_options)  # skip a global option's value
     if index >= len(argv):
         return None
     command = argv[index]
@@ -467,7 +465,7 @@ def misplaced_option(parser: argparse.ArgumentParser, argv: list[str]) -> str | 
         if token == "--":
             return None
         option, _, value = token.partition("=")
-        if option in GLOBAL_OPTIONS:
+        if option in global_options:
             value = value or (argv[position + 1] if position + 1 < len(argv) else option.strip("-").upper())
             return f"{option} goes before the command: edgemeta-runtime {option} {value} {command} ..."
     return None
